@@ -1,0 +1,79 @@
+"""The command line: parse, call one library function, render the result. ``main(argv) -> int``."""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Sequence
+
+import click
+
+from .. import __version__
+from . import common
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@common.common_options
+@click.version_option(__version__, prog_name="mpkick")
+def cli() -> None:
+    """mpkick: get Python code onto MicroPython boards, fast, atomic and verified.
+
+    \b
+    Quick start:
+      mpkick -p sim:// push examples /     push a folder to the virtual board
+      mpkick -p /dev/ttyACM0 ls -l        list a real board's files
+    """
+
+
+# Each family of commands lives in its own module and registers itself on ``cli``.
+from . import (  # noqa: E402
+    board_cmds,  # noqa: F401
+    image_cmds,  # noqa: F401
+    mount_cmds,  # noqa: F401
+    package_cmds,  # noqa: F401
+    push_cmds,  # noqa: F401
+    sim_cmds,  # noqa: F401
+    watch_cmds,  # noqa: F401
+)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the user: what went wrong and, where we know, what to do."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = {
+            errno.ENOSPC: " (the board's flash is full: remove files or push less)",
+            errno.ENOENT: "",
+        }.get(exc.errno, "")
+        return f"{where}{exc.strerror or errno.errorcode.get(exc.errno, exc.errno)}{hint}"
+    return str(exc) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code instead of exiting, so tests can call it."""
+    from ..errors import MpkickError
+
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="mpkick",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("mpkick: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("mpkick: interrupted", err=True)
+        return 130
+    except (MpkickError, OSError) as exc:
+        click.echo(f"mpkick: {describe(exc)}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

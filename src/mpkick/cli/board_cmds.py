@@ -1,0 +1,3 @@
+"""Commands: board."""
+
+from __future__ import annotations

@@ -1,0 +1,91 @@
+"""What every command shares: the target option, opening the target, the error boundary."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from ..target import Target
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Options:
+    """Options given before or after the command name, merged."""
+
+    port: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    project: Path | None = None
+    loaded: bool = False
+
+    def load_settings(self) -> None:
+        if not self.loaded:
+            from ..config import load
+
+            self.settings, self.project = load()
+            self.loaded = True
+
+    def resolved_port(self) -> str:
+        self.load_settings()
+        return self.port or os.environ.get("MPKICK_PORT") or self.settings.get("port") or "auto"
+
+
+def options() -> Options:
+    return click.get_current_context().ensure_object(Options)
+
+
+def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value not in (None, 0, False):
+            setattr(ctx.ensure_object(Options), name, value)
+
+    return callback
+
+
+def common_options(f: F) -> F:
+    """``-p/--port``, ``-v`` and ``-q``, accepted after the command name as well as before it."""
+    f = click.option("-p", "--port", metavar="URL", expose_value=False, is_eager=True,
+                     callback=_store("port"),
+                     help="Target: /dev/ttyACM0, COM3, socket://host:port, sim://, "
+                          "image:fs.img, auto (default; also MPKICK_PORT)")(f)
+    f = click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=_store("verbose"), help="Say more (which paths were chosen)")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False,
+                     callback=_store("quiet"), help="Print only errors")(f)
+    return f
+
+
+def open_target(port: str | None = None) -> Target:
+    """The filesystem target the user named: ``image:PATH`` or a board."""
+    url = port or options().resolved_port()
+    if url.startswith("image:"):
+        from ..image import open_image
+
+        return open_image(url[len("image:"):])
+    return open_board(url)
+
+
+def open_board(port: str | None = None) -> Any:
+    """A connected ``Board`` for the port the user named."""
+    from ..board import Board
+
+    url = port or options().resolved_port()
+    if url.startswith("image:"):
+        from ..errors import InputError
+
+        raise InputError(f"{url} is an image file, not a board: this command needs a board")
+    return Board.connect(url, verbose=options().verbose)
+
+
+def example(text: str) -> str:
+    """Help epilog with an example, shown under the command's help (a test checks every command)."""
+    return "\b\nExample:\n  " + text.strip().replace("\n", "\n  ")

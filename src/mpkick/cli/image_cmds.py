@@ -1,0 +1,3 @@
+"""Commands: image."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Commands: mount."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Commands: push."""
+
+from __future__ import annotations

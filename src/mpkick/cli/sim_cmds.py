@@ -1,0 +1,3 @@
+"""Commands: sim."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Commands: watch."""
+
+from __future__ import annotations

@@ -1,0 +1,54 @@
+"""The one family of exceptions mpkick raises for things that went wrong off the host.
+
+Filesystem failures on a target are Python's own ``OSError`` subclasses (with the board's errno),
+so callers can write ``except FileNotFoundError``; everything else is an ``MpkickError``.
+The CLI turns either into one line, ``mpkick: ...``, and exit code 1.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+
+class MpkickError(Exception):
+    """Root of mpkick's own errors; its message is written for the user, with what to do."""
+
+
+class ConnectError(MpkickError):
+    """The port cannot be opened, or no MicroPython answers on it."""
+
+
+class PortBusy(ConnectError):
+    """Another process holds the port."""
+
+
+class DeviceTimeout(MpkickError):
+    """The board stopped answering within the time allowed."""
+
+
+class ProtocolError(MpkickError):
+    """The board answered, but not what the protocol says it must."""
+
+
+class InputError(MpkickError):
+    """The user asked for something that cannot be done (bad path, missing source ...)."""
+
+
+class NoSpaceError(MpkickError):
+    """What would be written does not fit the target's free space; nothing was written."""
+
+
+class BoardError(MpkickError):
+    """Code run on the board raised; ``exc_type`` is the board's exception name."""
+
+    def __init__(self, exc_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{exc_type}: {message}" if message else exc_type)
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+
+
+def os_error(code: int, path: str) -> OSError:
+    """An ``OSError`` of the right subclass (FileNotFoundError for ENOENT ...) for ``path``."""
+    return OSError(code, os.strerror(code) if code in errno.errorcode else f"errno {code}", path)
