@@ -1,0 +1,88 @@
+# Runs ON the MicroPython unix port: mount a littlefs image file with the firmware's own VfsLfs2
+# and report or change it, so tests compare the host's view of an image with a board's.
+#
+#   micropython lfs_image.py IMAGE BLOCK_SIZE BLOCK_COUNT dump
+#   micropython lfs_image.py IMAGE BLOCK_SIZE BLOCK_COUNT write PATH HEX
+#
+# dump prints "D path" for folders and "F path size mtime sha256" for files.
+# ruff: noqa: SIM105, SIM115  (MicroPython has no contextlib; the file lives as long as the fs)
+import binascii
+import hashlib
+import sys
+
+import vfs
+
+
+class FileBlockDevice:
+    """A flash chip backed by the image file: what the virtual board gives VfsLfs2."""
+
+    def __init__(self, path, block_size, block_count):
+        self.file = open(path, "r+b")
+        self.block_size = block_size
+        self.block_count = block_count
+
+    def readblocks(self, block, buf, off=0):
+        self.file.seek(block * self.block_size + off)
+        self.file.readinto(buf)
+
+    def writeblocks(self, block, buf, off=0):
+        self.file.seek(block * self.block_size + off)
+        self.file.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.block_count
+        if op == 5:
+            return self.block_size
+        if op == 6:
+            return 0
+        if op == 3:
+            self.file.flush()
+            return 0
+        return None
+
+
+def dump(fs, folder):
+    for name, kind, *_ in sorted(fs.ilistdir(folder)):
+        path = folder.rstrip("/") + "/" + name
+        if kind == 0x4000:
+            print("D", path)
+            dump(fs, path)
+            continue
+        digest = hashlib.sha256()
+        with fs.open(path, "rb") as file:
+            while True:
+                chunk = file.read(4096)
+                if not chunk:
+                    break
+                digest.update(chunk)
+        st = fs.stat(path)
+        print("F", path, st[6], st[8], binascii.hexlify(digest.digest()).decode())
+
+
+def write(fs, path, data):
+    folder = ""
+    for part in path.split("/")[1:-1]:
+        folder += "/" + part
+        try:
+            fs.mkdir(folder)
+        except OSError:
+            pass
+    with fs.open(path, "wb") as file:
+        file.write(data)
+    print("mtime", fs.stat(path)[8])
+
+
+def main():
+    image, block_size, block_count, command = sys.argv[1:5]
+    bdev = FileBlockDevice(image, int(block_size), int(block_count))
+    fs = vfs.VfsLfs2(bdev)
+    if command == "dump":
+        dump(fs, "/")
+    elif command == "write":
+        write(fs, sys.argv[5], binascii.unhexlify(sys.argv[6]))
+    fs.umount()
+    bdev.file.close()
+
+
+main()
