@@ -1,0 +1,105 @@
+# The virtual board's "firmware": runs inside the MicroPython unix port at every boot.
+#
+# It makes the unix port look like a board: the flash image on the host becomes a littlefs2
+# block device mounted at "/", the host's own files disappear, /boot.py and /main.py run as a
+# board runs them, and at a soft reset every file still open is closed (a board's soft reset runs
+# every finaliser, committing what an interrupted tool had written).
+# argv: IMAGE BLOCK_SIZE BLOCK_COUNT MODE   (MODE "raw": soft reboot in raw REPL, skip main.py)
+# Everything lives inside _boot() so the REPL's namespace starts empty, as on a board.
+
+
+def _boot():
+    import builtins
+    import os
+    import sys
+    import vfs
+
+    class Flash:
+        """Block device over the image file, unbuffered: a returned write is on the flash."""
+
+        def __init__(self, path, block_size, block_count):
+            self.f = open(path, "r+b")
+            self.bs = block_size
+            self.n = block_count
+
+        def readblocks(self, block, buf, off=0):
+            self.f.seek(block * self.bs + off)
+            self.f.readinto(buf)
+
+        def writeblocks(self, block, buf, off=0):
+            self.f.seek(block * self.bs + off)
+            self.f.write(buf)
+
+        def ioctl(self, op, arg):
+            if op == 4:
+                return self.n
+            if op == 5:
+                return self.bs
+            return 0
+
+    image, block_size, block_count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    flash = Flash(image, block_size, block_count)
+    try:
+        fs = vfs.VfsLfs2(flash)
+    except OSError:
+        vfs.VfsLfs2.mkfs(flash)
+        fs = vfs.VfsLfs2(flash)
+    vfs.umount("/")
+    vfs.mount(fs, "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    sys.argv[:] = [""]
+
+    real_open = builtins.open
+    files = []
+
+    def is_open(f):
+        try:
+            f.tell()
+            return True
+        except Exception:
+            return False
+
+    def tracked_open(*args, **kwargs):
+        f = real_open(*args, **kwargs)
+        if len(files) > 32:
+            files[:] = [g for g in files if is_open(g)]
+        files.append(f)
+        return f
+
+    def soft_reset():
+        for f in files:
+            try:
+                f.close()
+            except Exception:
+                pass
+        try:
+            vfs.umount("/")
+        except Exception:
+            pass
+        flash.f.close()
+
+    def run(path):
+        try:
+            with real_open(path) as f:
+                source = f.read()
+        except OSError:
+            return
+        try:
+            exec(source, globals())  # as a board does: main.py's names stay in the REPL
+        except SystemExit:
+            raise
+        except BaseException as e:
+            sys.print_exception(e)
+
+    builtins.open = tracked_open
+    sys.atexit(soft_reset)
+    run("boot.py")
+    if mode == "raw":
+        print("\x1b[mpkick-sim-raw]")
+    else:
+        run("main.py")
+
+
+_boot()
+del _boot

