@@ -305,6 +305,27 @@ def test_an_unlinked_open_file_stays_readable(mnt: Mounted) -> None:
     assert os.listdir(mnt.mp) == []
 
 
+def renameat2(old: Path, new: Path, flags: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        pytest.skip("this libc has no renameat2")
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, bytes(old), at_fdcwd, bytes(new), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(old))
+
+
+def test_rename_noreplace_keeps_the_existing_file(mnt: Mounted) -> None:
+    mnt.p("a.py").write_text("a")
+    mnt.p("b.py").write_text("b")
+    with pytest.raises(FileExistsError):
+        renameat2(mnt.p("a.py"), mnt.p("b.py"), 1)  # RENAME_NOREPLACE
+    renameat2(mnt.p("a.py"), mnt.p("c.py"), 1)
+    assert target_files(after_unmount(mnt)) == {"/b.py": b"b", "/c.py": b"a"}
+
+
 # -- editors ----------------------------------------------------------------------------------
 
 
@@ -444,3 +465,61 @@ def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
     assert f"mounted image:{img} at fs" in out and "unmounted fs" in out
     with image.open_image(str(img)) as t:
         assert t.read("/main.py") == b"print(1)\n"
+
+
+def _mount_image_cli(tmp_path: Path, mp: Path) -> subprocess.Popen[str]:
+    image = pytest.importorskip("mpkick.image", reason="mpkick.image not in the tree yet")
+    pytest.importorskip("littlefs", reason="littlefs-python not installed")
+    img = tmp_path / "fs.img"
+    image.open_image(str(img), create=True).close()
+    proc = _cli("-p", f"image:{img}", "mount", str(mp), cwd=tmp_path)
+    wait_until(lambda: os.path.ismount(mp), "mpkick mount", lambda: proc.poll() is None)
+    return proc
+
+
+def test_cli_ctrl_c_unmounts_and_keeps_what_was_saved(tmp_path: Path) -> None:
+    mp = tmp_path / "mnt"
+    proc = _mount_image_cli(tmp_path, mp)
+    try:
+        (mp / "boot.py").write_text("# boot\n")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        unmount(mp)
+    assert proc.returncode == 0, out
+    assert not os.path.ismount(mp)
+    from mpkick.image import open_image
+
+    with open_image(str(tmp_path / "fs.img")) as t:
+        assert t.read("/boot.py") == b"# boot\n"
+
+
+def test_cli_umount_clears_a_mount_whose_process_died(tmp_path: Path) -> None:
+    mp = tmp_path / "mnt"
+    proc = _mount_image_cli(tmp_path, mp)
+    proc.kill()  # no chance to unmount: the kernel keeps a dead mount
+    proc.communicate()
+    try:
+        again = subprocess.run([sys.executable, "-m", "mpkick", "-p", "image:fs.img", "mount",
+                                str(mp)], cwd=tmp_path, capture_output=True, text=True)
+        assert again.returncode == 1
+        assert "umount" in again.stderr
+        done = subprocess.run([sys.executable, "-m", "mpkick", "umount", str(mp)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert mp.is_dir() and not os.path.ismount(mp)
+    finally:
+        unmount(mp)
+
+
+def test_cli_refuses_a_folder_that_is_not_empty_and_umount_of_nothing(tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    done = subprocess.run([sys.executable, "-m", "mpkick", "-p", "image:fs.img", "mount", "full"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1 and "not empty" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "mpkick", "umount", "full"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1 and "not mounted" in done.stderr

@@ -35,6 +35,10 @@ TREE_TTL = 2.0
 
 T = TypeVar("T")
 
+#: renameat2(2) flags, which libfuse 3 passes on and mfusepy drops (see ``_fuse_class``).
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
 
 class MountEvent(NamedTuple):
     """Something the user should hear about: ``kind`` is ``ready``, ``error`` or ``lost``."""
@@ -57,6 +61,21 @@ def _fuse() -> Any:
             "macFUSE (macOS), and the 'mount' extra: pip install 'mpkick[mount]'"
         ) from exc
     return mfusepy
+
+
+def _fuse_class(mfusepy: Any) -> Any:
+    """mfusepy's ``FUSE``, passing renameat2's flags on instead of dropping them.
+
+    Without this, ``mv --no-clobber`` (RENAME_NOREPLACE) would replace the file it must keep.
+    """
+
+    class FUSE(mfusepy.FUSE):  # type: ignore[misc]
+        def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
+            ops, enc, errs = self.operations, self.encoding, self.errors
+            result: int = ops.rename(old.decode(enc, errs), new.decode(enc, errs), flags)
+            return result
+
+    return FUSE
 
 
 def _fail(code: int) -> OSError:
@@ -106,6 +125,8 @@ class TargetFS:
         self._next_fh = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
         self._started = time.time()
+        #: True once the kernel has the mount: from then on, libfuse stopping is an unmount.
+        self.ready = False
         #: The last failure that was not an ordinary filesystem error, for the CLI to show.
         self.last_error: str | None = None
 
@@ -396,16 +417,21 @@ class TargetFS:
             self._forget(path)
         return 0
 
-    def rename(self, old: str, new: str) -> int:
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
         """Rename a file or folder, replacing a file (or an empty folder) at ``new``.
 
         An open, changed file is written first so the target renames what the user sees; a file
         still open at ``new`` is detached, since the name now belongs to the renamed one.
+        ``flags`` are renameat2's: NOREPLACE is honoured, EXCHANGE cannot be done atomically.
         """
         self._writable()
+        if flags & RENAME_EXCHANGE:
+            raise _fail(errno.EINVAL)
         with self._lock:
             src = self._entry(old)
             dst = self._lookup(new)
+            if dst is not None and flags & RENAME_NOREPLACE:
+                raise _fail(errno.EEXIST)
             if old == new:
                 return 0
             if is_within(new, old):
@@ -462,6 +488,7 @@ class TargetFS:
     def init(self, path: str) -> None:
         if self._cwd is not None:
             os.chdir(self._cwd)  # libfuse moved the process to / when it started
+        self.ready = True
         self._report("ready", "mounted")
 
     def destroy(self, path: str) -> None:
@@ -497,8 +524,10 @@ def mount(target: Target, mountpoint: str | os.PathLike[str], *, read_only: bool
     if read_only:
         options["ro"] = True
     try:
-        fuse.FUSE(ops, os.fspath(mountpoint), **options)
+        _fuse_class(fuse)(ops, os.fspath(mountpoint), **options)
     except RuntimeError as exc:
+        if ops.ready:
+            return  # libfuse 3 reports a loop ended by Ctrl-C (SIGINT/SIGTERM) as a failure
         raise MpkickError(
             f"could not mount at {os.fspath(mountpoint)} (libfuse said {exc}): is it an empty "
             "folder that is not already mounted, and is /dev/fuse usable?") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -24,11 +25,21 @@ def default_mountpoint(url: str) -> Path:
     return name
 
 
+def _stale(mountpoint: Path) -> bool:
+    """A mount whose process died: the kernel still has it, every access says ENOTCONN."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
 def _prepare(mountpoint: Path) -> None:
     """Make the folder if missing; refuse one that is not empty, since the mount would hide it."""
-    if os.path.ismount(mountpoint):
+    if os.path.ismount(mountpoint) or _stale(mountpoint):
         raise click.ClickException(
-            f"{mountpoint} is already a mount point: `mpkick umount {mountpoint}` first")
+            f"{mountpoint} is already a mount point (maybe of a mount that died): "
+            f"`mpkick umount {mountpoint}` first")
     mountpoint.mkdir(parents=True, exist_ok=True)
     if not mountpoint.is_dir():
         raise click.ClickException(f"{mountpoint} is not a folder")
@@ -98,7 +109,7 @@ def unmount_command(mountpoint: Path, lazy: bool) -> list[str]:
 @common.common_options
 def umount_cmd(mountpoint: Path, lazy: bool) -> None:
     """Unmount what `mpkick mount` mounted; buffered changes are written first."""
-    if not os.path.ismount(mountpoint):
+    if not (os.path.ismount(mountpoint) or _stale(mountpoint)):
         raise click.ClickException(f"{mountpoint} is not mounted")
     done = subprocess.run(unmount_command(mountpoint, lazy), capture_output=True, text=True)
     if done.returncode:
