@@ -12,6 +12,7 @@ import hashlib
 import json
 import posixpath
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,7 +224,7 @@ class Resolver:
             raise InputError(f"{package}: relative URL {src} without a base")
         if spec and spec.startswith(("github:", "gitlab:")):
             return fetch(rewrite_url(posixpath.join(posixpath.dirname(spec), src), version))
-        return fetch(posixpath.join(url.rpartition("/")[0], src))
+        return fetch(urllib.parse.urljoin(url, src))
 
     def _dep(self, dep: str, version: str | None, spec: str | None, local: Path | None) -> None:
         if local is not None and not dep.startswith(_REMOTE):
