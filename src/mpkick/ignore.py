@@ -25,7 +25,7 @@ class IgnoreRules:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = [p for p in patterns if p.strip() and not p.lstrip().startswith("#")]
-        self._spec = pathspec.PathSpec.from_lines("gitwildmatch", self.patterns)
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
 
     @classmethod
     def from_folder(cls, root: Path, extra: Iterable[str] = ()) -> IgnoreRules:

@@ -20,10 +20,12 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import InputError, os_error
-from .target import Entry, Progress, Usage, norm
+from .errors import InputError, NoSpaceError, os_error
+from .ignore import IgnoreRules
+from .target import Entry, Progress, Target, Usage, norm
 
 if TYPE_CHECKING:
     from littlefs import LittleFS
@@ -80,8 +82,8 @@ _LFS_TYPE_SUPERBLOCK = 0x0FF
 _LFS_TYPE_INLINESTRUCT = 0x201
 
 
-def _superblock(data: bytes, start: int, block_size: int) -> tuple[int, int, int] | None:
-    """(revision, block_size, block_count) from the metadata block at ``start``, or None.
+def _superblock(data: bytes, start: int, block_size: int) -> tuple[int, int, int, int] | None:
+    """(revision, block_size, block_count, version) from the metadata block at ``start``.
 
     Walks the block's commits as littlefs does (tags XOR-chained, big-endian; a CRC closes each
     commit) and keeps the superblock of the last commit whose CRC holds, so an image grown or
@@ -92,7 +94,7 @@ def _superblock(data: bytes, start: int, block_size: int) -> tuple[int, int, int
         return None
     (revision,) = struct.unpack_from("<I", data, start)
     off, ptag, crc_from = start + 4, 0xFFFFFFFF, start
-    found: tuple[int, int] | None = None
+    found: tuple[int, int, int] | None = None
     pending = found
     named = False
     while off + 4 <= end:
@@ -120,9 +122,9 @@ def _superblock(data: bytes, start: int, block_size: int) -> tuple[int, int, int
             version, bsize, bcount = struct.unpack_from("<III", data, off + 4)
             if version >> 16 != 2:
                 return None
-            pending = (bsize, bcount)
+            pending = (bsize, bcount, version)
         off += dsize
-    return None if found is None else (revision, found[0], found[1])
+    return None if found is None else (revision, *found)
 
 
 def detect_geometry(data: bytes) -> tuple[int, int]:
@@ -132,19 +134,24 @@ def detect_geometry(data: bytes) -> tuple[int, int]:
     Block 1's offset is the block size, which block 0 gives; if block 0 is unreadable (a cut
     during its compaction), each power-of-two block size is tried for block 1.
     """
+    _revision, block_size, block_count, _version = _newest_superblock(data)
+    return block_size, block_count
+
+
+def _newest_superblock(data: bytes) -> tuple[int, int, int, int]:
     first = _superblock(data, 0, 1 << 20)
     sizes = [first[1]] if first else [1 << n for n in range(7, 21)]
     best = first
     for size in sizes:
         second = _superblock(data, size, size)
         if second and second[1] == size and (
-            best is None or ((second[0] - best[0]) & 0xFFFFFFFF) < 0x80000000
+            best is None or 0 < (second[0] - best[0]) & 0xFFFFFFFF < 0x80000000
         ):
             best = second
     if best is None or best[1] < 128 or best[1] & (best[1] - 1) or best[2] < 2:
         raise InputError("not a littlefs2 image (no valid superblock): give an image made by "
                          "`mpkick image build` or read from a board with VfsLfs2")
-    return best[1], best[2]
+    return best
 
 
 # --- the target ------------------------------------------------------------------------------
@@ -362,15 +369,25 @@ def save_file(path: str, data: bytes) -> None:
     os.replace(temp, path)
 
 
-def _config(block_size: int, block_count: int, prog_size: int) -> dict[str, int]:
-    """littlefs-python settings that match what VfsLfs2 on a board would use."""
+#: On-disk version of new images: 2.0 mounts on every MicroPython with VfsLfs2, where 2.1
+#: (littlefs 2.5+) does not mount on firmware older than that.
+DISK_VERSION = 0x00020000
+
+
+def _config(block_size: int, block_count: int, prog_size: int,
+            disk_version: int = DISK_VERSION) -> dict[str, int]:
+    """littlefs-python settings that match what VfsLfs2 on a board would use.
+
+    ``disk_version`` pins the on-disk format: littlefs would otherwise upgrade an older image
+    on its first write, and the board it came from could no longer mount it.
+    """
     if block_size < 128 or block_size & (block_size - 1):
         raise InputError(f"block size {block_size} is not a power of two of at least 128")
     prog = min(prog_size, block_size)
     cache = min(4 * max(READ_SIZE, prog), block_size)
     return {"block_size": block_size, "block_count": block_count, "read_size": READ_SIZE,
             "prog_size": prog, "cache_size": cache, "lookahead_size": LOOKAHEAD,
-            "block_cycles": 100}
+            "block_cycles": 100, "disk_version": disk_version}
 
 
 def new_image(path: str, size: int, block_size: int = 4096, prog_size: int = READ_SIZE,
@@ -395,7 +412,7 @@ def new_image(path: str, size: int, block_size: int = 4096, prog_size: int = REA
 def load_image(path: str, data: bytes, autosave: bool = True) -> ImageTarget:
     """Mount image bytes read from ``path``, checking the geometry its superblock claims."""
     littlefs = _lfs()
-    block_size, block_count = detect_geometry(data)
+    _revision, block_size, block_count, version = _newest_superblock(data)
     if len(data) != block_size * block_count:
         raise InputError(
             f"{path} is {len(data)} bytes but its filesystem says {block_count} blocks of "
@@ -403,7 +420,7 @@ def load_image(path: str, data: bytes, autosave: bool = True) -> ImageTarget:
             "read it again from the board or rebuild it")
     context = littlefs.UserContext(buffer=bytearray(data))
     fs = littlefs.LittleFS(context=context, mount=False,
-                           **_config(block_size, block_count, READ_SIZE))
+                           **_config(block_size, block_count, READ_SIZE, version))
     try:
         fs.mount()
     except littlefs.LittleFSError as exc:
@@ -429,3 +446,97 @@ def open_image(path: str, *, create: bool = False, size: int = MIB, block_size: 
     except IsADirectoryError:
         raise InputError(f"{path} is a folder, not an image file") from None
     return load_image(path, data, autosave)
+
+
+# --- whole images ----------------------------------------------------------------------------
+
+
+class BuildResult(NamedTuple):
+    """What ``build_image`` put into the image."""
+
+    files: int
+    folders: int
+    data_bytes: int
+    usage: Usage
+
+
+def build_image(src: Path, out: str, *, size: int, block_size: int = 4096,
+                prog_size: int = READ_SIZE, rules: IgnoreRules | None = None) -> BuildResult:
+    """An image at ``out`` holding the kept files of folder ``src``, their host mtimes kept.
+
+    The image is built in memory and saved once, so a failure (a file too big for the image)
+    leaves any earlier ``out`` as it was.
+    """
+    if not src.is_dir():
+        raise InputError(f"{src} is not a folder: give the folder whose files go into the image")
+    rules = rules or IgnoreRules.from_folder(src)
+    target = new_image(out, size, block_size, prog_size, autosave=False)
+    files = folders = data_bytes = 0
+    for rel, is_dir in rules.walk(src):
+        if is_dir:
+            target.mkdir("/" + rel)
+            folders += 1
+            continue
+        local = src / rel
+        data = local.read_bytes()
+        try:
+            target.write("/" + rel, data, mtime_ns=local.stat().st_mtime_ns)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise NoSpaceError(
+                f"{src} does not fit in an image of {size} bytes (full at {rel}): give a larger "
+                "--size or --block-count, or ignore more files") from None
+        files += 1
+        data_bytes += len(data)
+    target.save()
+    return BuildResult(files, folders, data_bytes, target.usage())
+
+
+def copy_out(target: Target, src: str, dest: Path) -> list[Path]:
+    """Copy the file or folder ``src`` of a target to ``dest`` on the host, keeping mtimes.
+
+    A folder's content lands in ``dest`` (made when missing); a file lands at ``dest``, or
+    inside it when ``dest`` is an existing folder. Returns the host files written.
+    """
+    entry = target.stat(src)
+    written: list[Path] = []
+    if not entry.is_dir:
+        path = dest / posixpath.basename(entry.path) if dest.is_dir() else dest
+        _put_local(path, target.read(entry.path), entry.mtime)
+        return [path]
+    dest.mkdir(parents=True, exist_ok=True)
+    for child in target.tree(entry.path):
+        local = dest.joinpath(*posixpath.relpath(child.path, entry.path).split("/"))
+        if child.is_dir:
+            local.mkdir(exist_ok=True)
+        else:
+            _put_local(local, target.read(child.path), child.mtime)
+            written.append(local)
+    return written
+
+
+def _put_local(path: Path, data: bytes, mtime: int | None) -> None:
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+class ImageInfo(NamedTuple):
+    """An image file's geometry and fill, for ``mpkick image info``."""
+
+    path: str
+    block_size: int
+    block_count: int
+    disk_version: str
+    name_max: int
+    usage: Usage
+
+
+def image_info(target: ImageTarget) -> ImageInfo:
+    """Geometry as the mounted filesystem reports it."""
+    with _mapped("/"):
+        st = _lfs().lfs.fs_stat(target.fs.fs)
+    version = f"{st.disk_version >> 16}.{st.disk_version & 0xFFFF}"
+    return ImageInfo(target.path, target.block_size, target.block_count, version, st.name_max,
+                     target.usage())

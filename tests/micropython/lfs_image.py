@@ -2,9 +2,10 @@
 # and report or change it, so tests compare the host's view of an image with a board's.
 #
 #   micropython lfs_image.py IMAGE BLOCK_SIZE BLOCK_COUNT dump
-#   micropython lfs_image.py IMAGE BLOCK_SIZE BLOCK_COUNT write PATH HEX
+#   micropython lfs_image.py IMAGE BLOCK_SIZE BLOCK_COUNT write PATH HOST_FILE
 #
-# dump prints "D path" for folders and "F path size mtime sha256" for files.
+# dump prints "D path" for folders and "F path size mtime sha256" for files; write copies a
+# host file into the image (making folders) and prints the new file's mtime.
 # ruff: noqa: SIM105, SIM115  (MicroPython has no contextlib; the file lives as long as the fs)
 import binascii
 import hashlib
@@ -80,7 +81,8 @@ def main():
     if command == "dump":
         dump(fs, "/")
     elif command == "write":
-        write(fs, sys.argv[5], binascii.unhexlify(sys.argv[6]))
+        with open(sys.argv[6], "rb") as source:
+            write(fs, sys.argv[5], source.read())
     fs.umount()
     bdev.file.close()
 

@@ -1,3 +1,195 @@
-"""Commands: image."""
+"""Commands: image — build littlefs images on the host and look inside them."""
 
 from __future__ import annotations
+
+import posixpath
+import time
+from pathlib import Path
+
+import click
+
+from . import cli, common
+
+
+def _size(text: str) -> int:
+    from ..image import parse_size
+
+    return parse_size(text)
+
+
+def _human(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
+
+def _when(mtime: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime)) if mtime is not None else "-"
+
+
+@cli.group("image")
+def image() -> None:
+    """littlefs images on the host: build one from a folder, look inside, take files out.
+
+    An image is also a target for every other command: mpkick -p image:fs.img push src /
+    """
+
+
+@image.command("build", epilog=common.example(
+    "mpkick image build src -o fs.img --preset rp2\n"
+    "mpkick image build src -o fs.img --size 512K --block-size 4096"))
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", "out", required=True, metavar="IMG", help="Image file to write")
+@click.option("--size", metavar="BYTES", help="Filesystem size: 1M, 848K, 0x100000 (default 1M)")
+@click.option("--block-size", type=int, help="Erase block size in bytes (default 4096)")
+@click.option("--block-count", type=int, help="Number of blocks (instead of --size)")
+@click.option("--preset", metavar="BOARD", help="Board geometry: rp2, rp2-w, rp2350, esp32, ...")
+@click.option("--ignore", "extra", multiple=True, metavar="PATTERN",
+              help="Also leave out files matching this gitignore pattern (repeatable)")
+def build(src: Path, out: str, size: str | None, block_size: int | None,
+          block_count: int | None, preset: str | None, extra: tuple[str, ...]) -> None:
+    """Build a littlefs image of folder SRC, ready to flash or to boot the virtual board.
+
+    Files are left out by the same ignore rules as push (.gitignore, .mpkickignore, the
+    project's ignore setting). Each file keeps its modification time as MicroPython's mtime.
+    """
+    from ..errors import InputError
+    from ..ignore import IgnoreRules
+    from ..image import PRESETS, READ_SIZE, build_image
+
+    geometry = PRESETS.get(preset) if preset else None
+    if preset and geometry is None:
+        raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    bsize = block_size or (geometry.block_size if geometry else 4096)
+    if block_count is not None and size is not None:
+        raise InputError("give --size or --block-count, not both")
+    total = (block_count * bsize if block_count is not None
+             else _size(size) if size is not None
+             else geometry.size if geometry else 1024 * 1024)
+    opts = common.options()
+    opts.load_settings()
+    configured = opts.settings.get("ignore", [])
+    rules = IgnoreRules.from_folder(src, [*([configured] if isinstance(configured, str)
+                                            else configured), *extra])
+    result = build_image(src, out, size=total, block_size=bsize,
+                         prog_size=geometry.prog_size if geometry else READ_SIZE, rules=rules)
+    if not opts.quiet:
+        used = result.usage.total - result.usage.free
+        click.echo(f"{out}: {result.files} files, {result.folders} folders, "
+                   f"{_human(result.data_bytes)} of data; {_human(used)} used of "
+                   f"{_human(result.usage.total)} ({bsize}-byte blocks)")
+
+
+@image.command("ls", epilog=common.example("mpkick image ls -l fs.img /lib"))
+@click.argument("img")
+@click.argument("path", default="/")
+@click.option("-l", "long", is_flag=True, help="Show size and modification time")
+def ls(img: str, path: str, long: bool) -> None:
+    """List the folder PATH (default /) inside image IMG."""
+    from ..image import open_image
+    from ..target import norm
+
+    with open_image(img) as target:
+        entry = target.stat(path)
+        if entry.is_dir:
+            here = norm(path)
+            entries = [e for e in target.tree(here) if posixpath.dirname(e.path) == here]
+        else:
+            entries = [entry]
+    for e in entries:
+        name = posixpath.basename(e.path) + ("/" if e.is_dir else "")
+        if long:
+            size = "" if e.is_dir else str(e.size)
+            click.echo(f"{size:>10}  {_when(e.mtime):16}  {name}")
+        else:
+            click.echo(name)
+
+
+@image.command("tree", epilog=common.example("mpkick image tree fs.img"))
+@click.argument("img")
+@click.argument("path", default="/")
+def tree(img: str, path: str) -> None:
+    """Show every folder and file inside image IMG, with sizes."""
+    from ..image import open_image
+    from ..target import norm
+
+    with open_image(img) as target:
+        root = norm(path)
+        entries = target.tree(root)
+    click.echo(root)
+    base = root.rstrip("/").count("/")
+    for e in entries:
+        indent = "  " * (e.path.count("/") - base)
+        name = posixpath.basename(e.path)
+        click.echo(f"{indent}{name}/" if e.is_dir else f"{indent}{name}  ({e.size})")
+
+
+@image.command("cat", epilog=common.example("mpkick image cat fs.img /main.py"))
+@click.argument("img")
+@click.argument("path")
+def cat(img: str, path: str) -> None:
+    """Write the content of file PATH inside image IMG to standard output, byte for byte."""
+    from ..image import open_image
+
+    with open_image(img) as target:
+        data = target.read(path)
+    click.echo(data, nl=False)
+
+
+@image.command("get", epilog=common.example("mpkick image get fs.img /lib ./lib-from-image"))
+@click.argument("img")
+@click.argument("src")
+@click.argument("dest", type=click.Path(path_type=Path))
+def get(img: str, src: str, dest: Path) -> None:
+    """Copy file or folder SRC out of image IMG to DEST on this computer."""
+    from ..image import copy_out, open_image
+
+    with open_image(img) as target:
+        written = copy_out(target, src, dest)
+    if not common.options().quiet:
+        click.echo(f"{len(written)} file(s) copied to {dest}")
+
+
+@image.command("extract", epilog=common.example("mpkick image extract fs.img ./board-files"))
+@click.argument("img")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def extract(img: str, folder: Path) -> None:
+    """Copy every file of image IMG into FOLDER, keeping folders and modification times."""
+    from ..image import copy_out, open_image
+
+    with open_image(img) as target:
+        written = copy_out(target, "/", folder)
+    if not common.options().quiet:
+        click.echo(f"{len(written)} file(s) extracted to {folder}")
+
+
+@image.command("df", epilog=common.example("mpkick image df fs.img"))
+@click.argument("img")
+def df(img: str) -> None:
+    """Show the total, used and free space of image IMG."""
+    from ..image import open_image
+
+    with open_image(img) as target:
+        usage = target.usage()
+    used = usage.total - usage.free
+    click.echo(f"{'total':>10} {'used':>10} {'free':>10}  use%")
+    click.echo(f"{usage.total:>10} {used:>10} {usage.free:>10}  {100 * used // usage.total}%")
+
+
+@image.command("info", epilog=common.example("mpkick image info fs.img"))
+@click.argument("img")
+def info(img: str) -> None:
+    """Show the geometry of image IMG: block size and count, littlefs version, space."""
+    from ..image import image_info, open_image
+
+    with open_image(img) as target:
+        facts = image_info(target)
+    used = facts.usage.total - facts.usage.free
+    click.echo(f"image:        {facts.path}\n"
+               f"littlefs:     v{facts.disk_version}\n"
+               f"block size:   {facts.block_size}\n"
+               f"block count:  {facts.block_count}\n"
+               f"size:         {facts.usage.total} ({_human(facts.usage.total)})\n"
+               f"used:         {used} ({_human(used)})\n"
+               f"free:         {facts.usage.free} ({_human(facts.usage.free)})\n"
+               f"name max:     {facts.name_max}")
