@@ -40,7 +40,7 @@ def _fuse_missing() -> str | None:
         return "no fusermount3/fusermount: install fuse3 (make sysdeps)"
     try:
         import mfusepy  # noqa: F401
-    except (ImportError, OSError) as exc:
+    except (ImportError, OSError, AttributeError) as exc:
         return f"mfusepy or libfuse not usable: {exc}"
     return None
 

@@ -55,7 +55,7 @@ def _fuse() -> Any:
     """The ``mfusepy`` module, imported late so the CLI loads without FUSE installed."""
     try:
         import mfusepy
-    except (ImportError, OSError) as exc:  # OSError: the module is there but libfuse is not
+    except (ImportError, OSError, AttributeError) as exc:  # libfuse missing or too old
         raise MpkickError(
             f"FUSE is not available ({exc}): install fuse3 (Linux: apt install fuse3) or "
             "macFUSE (macOS), and the 'mount' extra: pip install 'mpkick[mount]'"
@@ -406,14 +406,13 @@ class TargetFS:
         """Remove a file; handles still open on it keep their content, as on POSIX."""
         self._writable()
         with self._lock:
-            of = self._open.pop(path, None)
-            if of is not None:
-                self._detach(of)
+            of = self._keep_readable(path)
             try:
                 self._call(f"removing {path}", path, lambda: self.target.remove(path))
             except FileNotFoundError:
                 if of is None or path in self._tree():
                     raise  # a created file not yet flushed is not on the target: that is fine
+            self._orphan(path)
             self._forget(path)
         return 0
 
@@ -445,18 +444,24 @@ class TargetFS:
                     self.rmdir(new)  # ENOTEMPTY from the target when it is not empty
             for of in [of for p, of in self._open.items() if is_within(p, old)]:
                 self._store(of)
+            self._keep_readable(new)
             self._call(f"renaming {old}", old, lambda: self.target.rename(old, new))
-            displaced = self._open.pop(new, None)
-            if displaced is not None:
-                self._detach(displaced)
+            self._orphan(new)
             self._move(old, new)
         return 0
 
-    def _detach(self, of: _OpenFile) -> None:
-        """Keep an open file readable after its name went away; it is never written back."""
-        if of.data is None:
+    def _keep_readable(self, path: str) -> _OpenFile | None:
+        """Before a name goes away, fetch what its open handles may still read (POSIX keeps it)."""
+        of = self._open.get(path)
+        if of is not None and of.data is None:
             self._load(of)
-        of.path = None
+        return of
+
+    def _orphan(self, path: str) -> None:
+        """After the name went away: its open file lives on for its handles, never written back."""
+        of = self._open.pop(path, None)
+        if of is not None:
+            of.path = None
 
     def _move(self, old: str, new: str) -> None:
         """Carry cached entries and open files from ``old`` to ``new`` after a rename."""
@@ -518,8 +523,10 @@ def mount(target: Target, mountpoint: str | os.PathLike[str], *, read_only: bool
                    cwd=os.getcwd() if foreground else None)
     options: dict[str, Any] = {"foreground": foreground, "fsname": "mpkick", "subtype": "mpkick",
                                "default_permissions": True}
-    if getattr(fuse, "fuse_version_major", 2) == 3:
-        # libfuse 3.14 complains about its own default thread limits unless told them
+    version = (getattr(fuse, "fuse_version_major", 2), getattr(fuse, "fuse_version_minor", 0))
+    if version >= (3, 12):
+        # These libfuses complain about their own default thread limits unless told them;
+        # older ones refuse the options.
         options.update(max_threads=8, max_idle_threads=4)
     if read_only:
         options["ro"] = True
