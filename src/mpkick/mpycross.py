@@ -14,8 +14,8 @@ import importlib.metadata
 import os
 import re
 import shutil
-import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,10 +107,11 @@ def _runnable(path: Path, digest: str) -> Path:
     copy = cache_dir("bin") / digest[:16] / path.name
     if not copy.exists():
         copy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = copy.with_name(copy.name + ".tmp")
+        fd, tmp = tempfile.mkstemp(dir=copy.parent, prefix=".tmp-")
+        os.close(fd)
         shutil.copyfile(path, tmp)
-        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        os.replace(tmp, copy)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, copy)  # parallel runs each copy, and the last rename wins intact
     return copy
 
 
