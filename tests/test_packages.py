@@ -13,11 +13,12 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mpkick.cli import main
-from mpkick.compile import Compiler, read_header
+from mpkick.compile import CompileError, Compiler, read_header
 from mpkick.errors import InputError
 from mpkick.fetch import FetchError, fetch
 from mpkick.image import open_image
@@ -287,3 +288,38 @@ def test_install_command_installs_config_requirements(
         target.close()
     assert names == ["/lib/greet/__init__.mpy", "/lib/greet/names.mpy", "/lib/local_mod.mpy",
                      "/lib/shout.mpy"]
+
+
+# -- end to end on the virtual board ------------------------------------------------------------
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[Any]:
+    """The virtual board (real MicroPython unix port on littlefs flash), once it is built."""
+    board_module = pytest.importorskip("mpkick.board")
+    connected = board_module.Board.connect("sim://" + str(tmp_path / "flash.img"))
+    try:
+        yield connected
+    finally:
+        connected.close()
+
+
+def test_installed_package_imports_on_the_board(served: tuple[Path, str], board: Any) -> None:
+    root, url = served
+    make_index(root, url)
+    install(board, resolve(["greet"], index=url))
+    assert board.exec("import greet; print(greet.hello('sim'))").strip() == b"HELLO SIM!"
+
+
+def test_compiled_install_imports_on_the_board(served: tuple[Path, str], board: Any) -> None:
+    root, url = served
+    make_index(root, url)
+    items = resolve(["greet"], index=url, compiler=Compiler.for_board(board.info().mpy))
+    assert all(item.path.endswith(".mpy") for item in items)
+    install(board, items)
+    out = board.exec("import greet, shout; print(greet.hello('mpy'), shout.__file__)")
+    assert out.split() == [b"HELLO", b"MPY!", b"/lib/shout.mpy"]
+
+
+def test_mpy_for_another_version_is_refused_before_the_board_sees_it(board: Any) -> None:
+    with pytest.raises(CompileError, match=r"board runs \.mpy v9\.0"):
+        Compiler.for_board((board.info().mpy & ~0xFF) | 9)
