@@ -21,7 +21,7 @@ from littlefs import LittleFS, UserContext
 
 from mpkick.cli import cli, main
 from mpkick.cli.common import open_target
-from mpkick.errors import InputError, NoSpaceError
+from mpkick.errors import InputError, NoSpaceError, PortBusy
 from mpkick.ignore import IgnoreRules
 from mpkick.image import (
     PRESETS,
@@ -486,3 +486,34 @@ def test_every_image_command_has_help_with_an_example() -> None:
         assert command.help, name
         assert command.epilog and "Example:" in command.epilog and f"image {name}" in (
             command.epilog), name
+
+
+# --- the virtual board boots an image -----------------------------------------------------------
+
+
+def test_the_virtual_board_boots_a_built_image_and_sees_the_same_files(
+        tmp_path: Path, source: tuple[Path, dict[str, bytes]]) -> None:
+    board_mod = pytest.importorskip("mpkick.board", reason="mpkick.board (sim://) not here yet")
+    image = tmp_path / "flash.img"
+    build_image(source[0], str(image), size=256 * 1024)
+    with open_image(str(image)) as target:
+        host = target.tree(hashes=True)
+
+    board = board_mod.Board.connect(f"sim://{image}")
+    try:
+        seen = board.tree("/", hashes=True)
+    finally:
+        board.close()
+    assert [(e.path, e.is_dir, e.size, e.sha256) for e in sorted(seen)] == [
+        (e.path, e.is_dir, e.size, e.sha256) for e in host]
+    assert {e.path: e.mtime for e in seen if not e.is_dir} == {
+        e.path: e.mtime for e in host if not e.is_dir}
+
+
+def test_an_image_a_running_virtual_board_holds_is_refused(image: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    with open(image, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what the virtual board does while it runs
+        with pytest.raises(PortBusy, match="virtual board"):
+            open_image(str(image))
+    open_image(str(image)).close()

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import InputError, NoSpaceError, os_error
+from .errors import InputError, NoSpaceError, PortBusy, os_error
 from .ignore import IgnoreRules
 from .target import Entry, Progress, Target, Usage, norm
 
@@ -359,8 +359,32 @@ class ImageTarget:
         self.close()
 
 
+def check_free(path: str) -> None:
+    """Refuse an image a running virtual board holds (it keeps an exclusive ``flock`` on it).
+
+    Replacing the file under a running board would lose one side's writes, whichever saves
+    last; refusing is the only safe answer.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows has no virtual board
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        raise PortBusy(f"{path} is in use by a running virtual board: close it first, or work "
+                       f"on the board itself (mpkick -p sim://{path} ...)") from None
+    finally:
+        os.close(fd)
+
+
 def save_file(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers and crashes see old or new, never a mix."""
+    check_free(path)
     temp = f"{path}.tmp"
     with open(temp, "wb") as out:
         out.write(data)
@@ -433,6 +457,7 @@ def open_image(path: str, *, create: bool = False, size: int = MIB, block_size: 
                autosave: bool = True) -> ImageTarget:
     """The image at ``path`` as a target; with ``create``, a new empty one when there is none."""
     try:
+        check_free(path)
         with open(path, "rb") as file:
             data = file.read()
     except FileNotFoundError:

@@ -7,11 +7,10 @@
 # dump prints "D path" for folders and "F path size mtime sha256" for files; write copies a
 # host file into the image (making folders) and prints the new file's mtime.
 # ruff: noqa: SIM105, SIM115  (MicroPython has no contextlib; the file lives as long as the fs)
-import binascii
-import hashlib
 import sys
 
 import vfs
+from dump_tree import dump
 
 
 class FileBlockDevice:
@@ -41,24 +40,6 @@ class FileBlockDevice:
             self.file.flush()
             return 0
         return None
-
-
-def dump(fs, folder):
-    for name, kind, *_ in sorted(fs.ilistdir(folder)):
-        path = folder.rstrip("/") + "/" + name
-        if kind == 0x4000:
-            print("D", path)
-            dump(fs, path)
-            continue
-        digest = hashlib.sha256()
-        with fs.open(path, "rb") as file:
-            while True:
-                chunk = file.read(4096)
-                if not chunk:
-                    break
-                digest.update(chunk)
-        st = fs.stat(path)
-        print("F", path, st[6], st[8], binascii.hexlify(digest.digest()).decode())
 
 
 def write(fs, path, data):
