@@ -9,14 +9,18 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from littlefs import LittleFS, UserContext
 
 from mpkick.cli import cli, main
@@ -303,6 +307,41 @@ def test_an_image_port_opens_an_image_target(image: Path) -> None:
         assert target.read("/main.py").startswith(b"import lib.util")
     finally:
         target.close()
+
+
+names = st.sampled_from(["/a", "/b", "/d/a", "/d/b", "/d/e/a"])
+operations = st.lists(st.one_of(
+    st.tuples(st.just("write"), names, st.binary(max_size=3000)),
+    st.tuples(st.just("remove"), names, st.just(b"")),
+    st.tuples(st.just("rename"), names, names.map(str.encode)),
+), max_size=25)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=operations)
+def test_any_sequence_of_changes_leaves_what_a_plain_dict_predicts(ops: list[tuple]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "p.img"
+        model: dict[str, bytes] = {}
+        with open_image(str(path), create=True, size=128 * 1024) as target:
+            for kind, name, arg in ops:
+                if kind == "write":
+                    makedirs(target, posixpath.dirname(name))
+                    target.write(name, arg)
+                    model[name] = arg
+                elif kind == "remove" and name in model:
+                    target.remove(name)
+                    del model[name]
+                elif kind == "rename" and name in model:
+                    dst = arg.decode()
+                    makedirs(target, posixpath.dirname(dst))
+                    target.rename(name, dst)
+                    model[dst] = model.pop(name)
+        with open_image(str(path)) as target:
+            files = {e.path: e.sha256 for e in target.tree(hashes=True) if not e.is_dir}
+        assert files == {name: sha(data) for name, data in model.items()}
+        if MICROPYTHON is not None and ops:
+            assert {p: d for p, (_s, _m, d) in board_files(path).items()} == files
 
 
 # --- geometry and broken images -----------------------------------------------------------------
