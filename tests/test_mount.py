@@ -300,9 +300,20 @@ def test_an_unlinked_open_file_stays_readable(mnt: Mounted) -> None:
     mnt.p("gone.txt").write_bytes(b"still here")
     with open(mnt.p("gone.txt"), "rb") as fh:
         os.unlink(mnt.p("gone.txt"))
-        assert not mnt.p("gone.txt").exists()
+        assert os.listdir(mnt.mp) == []
         assert fh.read() == b"still here"
     assert os.listdir(mnt.mp) == []
+
+
+def test_a_file_open_when_renamed_over_keeps_its_old_content(mnt: Mounted) -> None:
+    mnt.p("main.py").write_bytes(b"old")
+    mnt.p("new.py").write_bytes(b"new")
+    with open(mnt.p("main.py"), "rb") as reader:
+        os.replace(mnt.p("new.py"), mnt.p("main.py"))
+        assert os.listdir(mnt.mp) == ["main.py"]  # no .fuse_hidden file left on the board
+        assert reader.read() == b"old"
+    assert mnt.p("main.py").read_bytes() == b"new"
+    assert target_files(after_unmount(mnt)) == {"/main.py": b"new"}
 
 
 def renameat2(old: Path, new: Path, flags: int) -> None:

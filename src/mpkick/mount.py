@@ -64,15 +64,22 @@ def _fuse() -> Any:
 
 
 def _fuse_class(mfusepy: Any) -> Any:
-    """mfusepy's ``FUSE``, passing renameat2's flags on instead of dropping them.
+    """mfusepy's ``FUSE``, passing on two things its libfuse 3 glue drops.
 
-    Without this, ``mv --no-clobber`` (RENAME_NOREPLACE) would replace the file it must keep.
+    renameat2's flags: without them ``mv --no-clobber`` (RENAME_NOREPLACE) would replace the
+    file it must keep. ftruncate's handle: with ``nullpath_ok`` libfuse gives no path for it,
+    so without the handle ``truncate -s`` on an open file could not find the file.
     """
 
     class FUSE(mfusepy.FUSE):  # type: ignore[misc]
         def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
             ops, enc, errs = self.operations, self.encoding, self.errors
             result: int = ops.rename(old.decode(enc, errs), new.decode(enc, errs), flags)
+            return result
+
+        def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+            name = None if path is None else path.decode(self.encoding, self.errors)
+            result: int = self.operations.truncate(name, length, fip.contents.fh if fip else None)
             return result
 
     return FUSE
@@ -105,6 +112,7 @@ class TargetFS:
     """
 
     use_ns = True  # utimens gets integer nanoseconds, not deprecated floats
+    flag_nullpath_ok = True  # libfuse 2: see init_with_config
     # mfusepy wires up every attribute named like a FUSE operation (``lock``, ``flush`` ...):
     # keep anything that is not an operation under a leading underscore.
 
@@ -122,6 +130,7 @@ class TargetFS:
         self._loaded_at: float | None = None
         self._open: dict[str, _OpenFile] = {}  # by path, for files with a path
         self._handles: dict[int, _OpenFile] = {}
+        self._dirs: dict[int, str] = {}  # handle -> folder, for readdir
         self._next_fh = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
         self._started = time.time()
@@ -200,13 +209,13 @@ class TargetFS:
 
     # -- attributes and listings ---------------------------------------------------------------
 
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
         with self._lock:
             of = self._handles.get(fh) if fh is not None else None
             if of is not None and of.path is None:  # unlinked but still open
-                entry = Entry(path, False, len(of.data or b""), int(of.mtime or time.time()))
+                entry = Entry("", False, len(of.data or b""), int(of.mtime or time.time()))
             else:
-                entry = self._entry(path)
+                entry = self._entry(self._path(path, fh))
         write = 0 if self.read_only else 0o200
         if entry.is_dir:
             mode, nlink = stat.S_IFDIR | 0o555 | write, 2
@@ -218,8 +227,25 @@ class TargetFS:
                 "st_atime": t, "st_mtime": t, "st_ctime": t,
                 "st_blocks": (entry.size + 511) // 512, "st_blksize": 4096}
 
-    def readdir(self, path: str, fh: int) -> list[str]:
+    def opendir(self, path: str) -> int:
+        """Remember which folder a handle lists: with ``nullpath_ok`` readdir may get no path."""
         with self._lock:
+            if not self._entry(path).is_dir:
+                raise _fail(errno.ENOTDIR)
+            fh = next(self._next_fh)
+            self._dirs[fh] = path
+            return fh
+
+    def releasedir(self, path: str | None, fh: int) -> int:
+        with self._lock:
+            self._dirs.pop(fh, None)
+        return 0
+
+    def readdir(self, path: str | None, fh: int) -> list[str]:
+        with self._lock:
+            path = path if path is not None else self._dirs.get(fh)
+            if path is None:
+                raise _fail(errno.EBADF)
             if not self._entry(path).is_dir:
                 raise _fail(errno.ENOTDIR)
             names = {posixpath.basename(p) for p in itertools.chain(self._tree(), self._open)
@@ -251,6 +277,15 @@ class TargetFS:
         fh = next(self._next_fh)
         self._handles[fh] = of
         return fh
+
+    def _path(self, path: str | None, fh: int | None) -> str:
+        """The path an operation is about: libfuse gives NULL for some handle operations."""
+        if path is None:
+            of = self._handles.get(fh) if fh is not None else None
+            if of is None or of.path is None:
+                raise _fail(errno.EBADF)
+            return of.path
+        return path
 
     def _handle(self, fh: int) -> _OpenFile:
         of = self._handles.get(fh)
@@ -307,12 +342,12 @@ class TargetFS:
                 self._truncate(self._handles[fh], 0)
             return fh
 
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
         with self._lock:
             data = self._load(self._handle(fh))
             return bytes(data[offset:offset + size])
 
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
         self._writable()
         with self._lock:
             of = self._handle(fh)
@@ -334,20 +369,21 @@ class TargetFS:
                 buf.extend(bytes(length - len(buf)))
         of.dirty, of.mtime = True, time.time()
 
-    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
         """Truncate an open file's buffer, or a closed file with one read and one write.
 
-        mfusepy does not pass the handle for ftruncate under libfuse 3, so the open file is found
-        by path; that is the same buffer every handle of the path shares anyway.
+        Without a handle the open file is found by path: every handle of a path shares one buffer.
         """
         self._writable()
         with self._lock:
             of = self._handles.get(fh) if fh is not None else None
-            if of is None:
+            if of is None and path is not None:
                 of = self._open.get(path)
             if of is not None:
                 self._truncate(of, length)
                 return 0
+            if path is None:  # ftruncate of an unlinked file under libfuse 3: nothing to find
+                raise _fail(errno.EBADF)
             if self._entry(path).is_dir:
                 raise _fail(errno.EISDIR)
             temp = _OpenFile(path)
@@ -355,15 +391,15 @@ class TargetFS:
             self._store(temp)
         return 0
 
-    def flush(self, path: str, fh: int) -> int:
+    def flush(self, path: str | None, fh: int) -> int:
         with self._lock:
             self._store(self._handle(fh))
         return 0
 
-    def fsync(self, path: str, datasync: int, fh: int) -> int:
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
         return self.flush(path, fh)
 
-    def release(self, path: str, fh: int) -> int:
+    def release(self, path: str | None, fh: int) -> int:
         with self._lock:
             of = self._handles.pop(fh, None)
             if of is None:
@@ -478,19 +514,29 @@ class TargetFS:
 
     # -- accepted and ignored: the board keeps no modes, owners or times we can set --------------
 
-    def chmod(self, path: str, mode: int) -> int:
+    def chmod(self, path: str | None, mode: int) -> int:
         self._writable()
-        with self._lock:
-            self._entry(path)
+        if path is not None:  # None: a file unlinked while open (fchmod)
+            with self._lock:
+                self._entry(path)
         return 0
 
-    def chown(self, path: str, uid: int, gid: int) -> int:
+    def chown(self, path: str | None, uid: int, gid: int) -> int:
         return self.chmod(path, 0)
 
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+    def utimens(self, path: str | None, times: tuple[int, int] | None = None) -> int:
         return self.chmod(path, 0)
 
-    def init(self, path: str) -> None:
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """Mount is up. With libfuse 3, ask for NULL paths on handles of unlinked files.
+
+        Together with ``hard_remove`` this keeps libfuse from renaming a file that is unlinked
+        or renamed over while open to ``.fuse_hiddenNNN`` on the board, a leftover if the mount
+        dies; such files live on in our open-file table instead. The price: ``fstat`` on such a
+        file says ESTALE (libfuse has forgotten its node); reading and writing it still work.
+        """
+        if config is not None:
+            config.nullpath_ok = 1
         if self._cwd is not None:
             os.chdir(self._cwd)  # libfuse moved the process to / when it started
         self.ready = True
@@ -522,7 +568,7 @@ def mount(target: Target, mountpoint: str | os.PathLike[str], *, read_only: bool
     ops = TargetFS(target, read_only=read_only, on_event=on_event,
                    cwd=os.getcwd() if foreground else None)
     options: dict[str, Any] = {"foreground": foreground, "fsname": "mpkick", "subtype": "mpkick",
-                               "default_permissions": True}
+                               "default_permissions": True, "hard_remove": True}
     version = (getattr(fuse, "fuse_version_major", 2), getattr(fuse, "fuse_version_minor", 0))
     if version >= (3, 12):
         # These libfuses complain about their own default thread limits unless told them;
