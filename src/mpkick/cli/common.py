@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from ..board import Board
     from ..target import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,7 +75,7 @@ def open_target(port: str | None = None) -> Target:
     return open_board(url)
 
 
-def open_board(port: str | None = None) -> Any:
+def open_board(port: str | None = None) -> Board:
     """A connected ``Board`` for the port the user named."""
     from ..board import Board
 

@@ -7,12 +7,13 @@ or ``sim://?profile=microbit``. Without a path the board keeps one flash image p
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import InputError
+from ..image import parse_size
 
 #: Boards the virtual board can pretend to be (the flash, heap and features they lack).
 PROFILES: dict[str, dict[str, str]] = {
@@ -22,14 +23,6 @@ PROFILES: dict[str, dict[str, str]] = {
     "old": {"raw_paste": "0", "hide": "deflate,zlib,hashlib"},
     "small": {"size": "256K", "heap": "64K"},
 }
-
-
-def parse_size(text: str) -> int:
-    """``2M``, ``512K``, ``4096`` -> bytes."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[iI]?[bB]?\s*", text)
-    if not m:
-        raise InputError(f"size {text!r} is not a size: write it like 4096, 512K or 2M")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
 
 
 @dataclass(frozen=True)
@@ -71,9 +64,9 @@ def parse_url(url: str) -> SimOptions:
         if profile not in PROFILES:
             raise InputError(f"unknown sim profile {profile!r}; known: {', '.join(PROFILES)}")
         params = {**PROFILES[profile], **params}
-    opts = SimOptions(image=Path(unquote(path)).expanduser() if path else None)
+    updates: dict[str, Any] = {"image": Path(unquote(path)).expanduser() if path else None}
     known = {f.name for f in fields(SimOptions)} - {"image", "faults"}
-    faults = {}
+    faults: dict[str, str] = {}
     for key, value in params.items():
         key = key.replace("-", "_")
         if key in FAULT_KEYS:
@@ -82,16 +75,16 @@ def parse_url(url: str) -> SimOptions:
             raise InputError(f"unknown sim:// option {key!r}; known: "
                              + ", ".join(sorted(known | FAULT_KEYS | {"profile"})))
         elif key in ("size", "block_size"):
-            opts = replace(opts, **{key: parse_size(value)})
+            updates[key] = parse_size(value)
         elif key == "baud":
-            opts = replace(opts, baud=int(value) if value.isdigit() else _bad(key, value))
+            updates[key] = int(value) if value.isdigit() else _bad(key, value)
         elif key == "raw_paste":
-            opts = replace(opts, raw_paste=value.lower() not in ("0", "no", "false", "off"))
+            updates[key] = value.lower() not in ("0", "no", "false", "off")
         elif key == "hide":
-            opts = replace(opts, hide=tuple(h for h in value.split(",") if h))
+            updates[key] = tuple(h for h in value.split(",") if h)
         else:
-            opts = replace(opts, **{key: value})
-    return replace(opts, faults=faults)
+            updates[key] = value
+    return replace(SimOptions(), faults=faults, **updates)
 
 
 def _bad(key: str, value: str) -> int:

@@ -40,7 +40,7 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConnectError, PortBusy
+from ..errors import ConnectError, InputError, PortBusy
 from .options import SimOptions
 
 FIRMWARE = Path(__file__).with_name("firmware.py")
@@ -206,11 +206,13 @@ class VirtualBoard:
 
     def _block_size(self, fd: int) -> int:
         """An existing image tells its own geometry; a fresh one takes the URL's."""
-        head = os.pread(fd, 64, 0)
-        if head[8:16] == b"littlefs":
-            # littlefs v2 superblock: inline struct after the name tag: version, block_size ...
-            return int.from_bytes(head[24:28], "little") or self.options.block_size
-        return self.options.block_size
+        from ..image import detect_geometry  # pure Python: no littlefs-python needed
+
+        head = os.pread(fd, 1 << 21, 0)
+        try:
+            return detect_geometry(head)[0]
+        except InputError:
+            return self.options.block_size
 
     # ----------------------------------------------------------------- the child
 

@@ -1,0 +1,434 @@
+# mpkick's agent: runs ON the board. Kept at /.mpkick/mpkick_agent.py and imported when its
+# version matches, so it is not resent every session. Every name it exports starts with mk_.
+# It must run on old, small firmware too: every optional module is probed, never assumed.
+import os
+import sys
+
+try:
+    import hashlib
+except ImportError:
+    hashlib = None
+try:
+    from binascii import crc32 as _crc32
+except ImportError:
+    _crc32 = None
+try:
+    from binascii import hexlify as _hexlify
+except ImportError:
+    _hexlify = None
+try:
+    import deflate as _deflate
+except ImportError:
+    _deflate = None
+try:
+    import zlib as _zlib
+except ImportError:
+    _zlib = None
+try:
+    import micropython as _mp
+except ImportError:
+    _mp = None
+try:
+    import io as _io
+except ImportError:
+    _io = None
+import gc
+
+SYNC = 0xA5
+RESYNC = b"\x00\xffmpkick-resync"
+META = "/.mpkick"
+MANIFEST = META + "/manifest"
+
+
+def _hex(b):
+    if _hexlify:
+        return _hexlify(b).decode()
+    return "".join("%02x" % x for x in b)
+
+
+def _check(data, init=0):
+    # CRC-32 where binascii has it; otherwise a sum the host computes the same way.
+    if _crc32:
+        return _crc32(data, init) & 0xFFFFFFFF
+    return (init + sum(data) + len(data) * 0x10001) & 0xFFFFFFFF
+
+
+def _isdir(mode):
+    return mode & 0x4000
+
+
+def _stat(path):
+    try:
+        return os.stat(path)
+    except AttributeError:
+        return None
+
+
+def mk_caps():
+    gc.collect()
+    free = gc.mem_free() if hasattr(gc, "mem_free") else 16384
+    caps = {
+        "hashlib": bool(hashlib and hasattr(hashlib, "sha256")),
+        "crc32": bool(_crc32),
+        "deflate": bool(_deflate and _io),
+        "zlib": bool(_zlib and hasattr(_zlib, "decompress")),
+        "rename": hasattr(os, "rename"),
+        "stat": hasattr(os, "stat"),
+        "mkdir": hasattr(os, "mkdir"),
+        "statvfs": hasattr(os, "statvfs"),
+        "buffer": hasattr(sys.stdin, "buffer"),
+        "kbd_intr": bool(_mp and hasattr(_mp, "kbd_intr")),
+        "free": free,
+    }
+    print(repr(caps))
+
+
+def mk_info():
+    gc.collect()
+    impl = sys.implementation
+    info = {
+        "platform": sys.platform,
+        "version": ".".join(str(x) for x in impl.version[:3]),
+        "implementation": impl.name,
+        "machine": getattr(impl, "_machine", ""),
+        "mpy": getattr(impl, "_mpy", None),
+        "mem_free": gc.mem_free() if hasattr(gc, "mem_free") else None,
+        "mem_alloc": gc.mem_alloc() if hasattr(gc, "mem_alloc") else None,
+        "uid": None,
+    }
+    try:
+        import machine
+
+        info["uid"] = _hex(machine.unique_id())
+    except Exception:
+        pass
+    try:
+        v = os.statvfs("/")
+        info["fs_total"] = v[0] * v[2]
+        info["fs_free"] = v[0] * v[3]
+    except Exception:
+        pass
+    print(repr(info))
+
+
+def mk_usage(path="/"):
+    v = os.statvfs(path)
+    print(repr((v[0] * v[2], v[0] * v[3], v[0])))
+
+
+def _hash_file(path, buf):
+    if hashlib:
+        h = hashlib.sha256()
+    else:
+        a = 0
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            k = f.readinto(buf)
+            if not k:
+                break
+            chunk = buf if k == len(buf) else memoryview(buf)[:k]
+            if hashlib:
+                h.update(chunk)
+            else:
+                a = (a * 31 + sum(chunk)) & 0xFFFFFFFF
+            n += k
+    if hashlib:
+        return _hex(h.digest())
+    return "sum:%08x:%d" % (a, n)
+
+
+def _load_manifest():
+    m = {}
+    try:
+        with open(MANIFEST) as f:
+            for line in f:
+                p = line.rstrip("\n").split("\t")
+                if len(p) == 4:
+                    m[p[3]] = (int(p[0]), int(p[1]), p[2])
+    except (OSError, ValueError):
+        pass
+    return m
+
+
+def _save_manifest(m):
+    try:
+        try:
+            os.mkdir(META)
+        except OSError:
+            pass
+        tmp = MANIFEST + ".tmp"
+        with open(tmp, "w") as f:
+            for path in m:
+                e = m[path]
+                f.write("%d\t%d\t%s\t%s\n" % (e[0], e[1], e[2], path))
+        os.rename(tmp, MANIFEST)
+    except Exception:
+        pass
+
+
+def _entries(path):
+    if hasattr(os, "ilistdir"):
+        for e in os.ilistdir(path):
+            size = e[3] if len(e) > 3 else -1
+            yield e[0], _isdir(e[1]), size
+    else:
+        for name in os.listdir(path):
+            full = (path.rstrip("/") + "/" + name) if path != "/" else "/" + name
+            st = _stat(full)
+            if st:
+                yield name, _isdir(st[0]), st[6]
+            else:
+                yield name, False, os.size(full) if hasattr(os, "size") else -1
+
+
+def mk_tree(root, hashes):
+    """One line per entry below root: kind, size, mtime, hash, path (tab separated)."""
+    buf = bytearray(1024)
+    man = _load_manifest() if hashes else {}
+    dirty = False
+    stack = [root]
+    out = sys.stdout
+    while stack:
+        d = stack.pop()
+        for name, isdir, size in _entries(d):
+            full = (d + "/" + name) if d != "/" else "/" + name
+            if isdir:
+                out.write("d\t0\t0\t-\t%s\n" % full)
+                stack.append(full)
+                continue
+            st = _stat(full)
+            mtime = st[8] if st else 0
+            if st and size < 0:
+                size = st[6]
+            h = "-"
+            if hashes:
+                e = man.get(full)
+                if e and e[0] == size and e[1] == mtime:
+                    h = e[2]
+                else:
+                    h = _hash_file(full, buf)
+                    man[full] = (size, mtime, h)
+                    dirty = True
+            out.write("f\t%d\t%d\t%s\t%s\n" % (size, mtime, h, full))
+    if dirty and hashlib:
+        _save_manifest(man)
+
+
+def mk_stat(path):
+    st = _stat(path)
+    if st is None:
+        for name, isdir, size in _entries(path.rsplit("/", 1)[0] or "/"):
+            if name == path.rsplit("/", 1)[1]:
+                print(repr((isdir and 0x4000 or 0x8000, size, 0)))
+                return
+        raise OSError(2)
+    print(repr((st[0], st[6], st[8])))
+
+
+class _Session:
+    """One binary receive session: many file operations for one exec."""
+
+    def __init__(self, chunk):
+        self.inp = sys.stdin.buffer
+        self.out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+        self.buf = bytearray(chunk + 16)
+        self.rbuf = bytearray(1024)
+        self.f = None
+        self.tmp = None
+        self.dest = None
+        self.fail = None
+        self.man = None
+        self.expect = 0
+
+    def read(self, n):
+        mv = memoryview(self.buf)[:n]
+        got = 0
+        while got < n:
+            k = self.inp.readinto(mv[got:])
+            if k:
+                got += k
+        return mv
+
+    def reply(self, code, seq, text=None):
+        if text is None:
+            self.out.write(bytes((code, seq)))
+        else:
+            self.out.write(bytes((code, seq)) + text.encode() + b"\n")
+
+    def resync(self):
+        # Skip everything until the host's resync pattern: what was in flight is discarded.
+        n = len(RESYNC)
+        win = bytearray(n)
+        one = bytearray(1)
+        while True:
+            self.inp.readinto(one)
+            win[:-1] = win[1:]
+            win[-1] = one[0]
+            if win == RESYNC:
+                return
+
+    def frame(self):
+        head = bytes(self.read(10))
+        if head[0] != SYNC:
+            return None
+        kind, seq = head[1], head[2]
+        n = head[3] | head[4] << 8 | head[5] << 16
+        check = head[6] | head[7] << 8 | head[8] << 16 | head[9] << 24
+        if n > len(self.buf) - 16:
+            return None
+        payload = self.read(n)
+        if _check(payload, _check(head[1:6])) != check:
+            return None
+        return kind, seq, payload
+
+    def run(self):
+        while True:
+            got = self.frame()
+            if got is None:
+                self.reply(0x15, self.expect)
+                self.resync()
+                continue
+            kind, seq, payload = got
+            if seq != self.expect:
+                # A frame already handled (the host resent it), or one after a lost one.
+                if (self.expect - seq) & 0xFF < 128:
+                    self.reply(0x06, seq)
+                else:
+                    self.reply(0x15, self.expect)
+                    self.resync()
+                continue
+            self.expect = (seq + 1) & 0xFF
+            if kind == 0x58:  # X: end of session
+                self.close_file()
+                if self.man is not None:
+                    _save_manifest(self.man)
+                self.reply(0x06, seq)
+                return
+            try:
+                self.op(kind, payload)
+                self.reply(0x06, seq)
+            except Exception as e:
+                self.abandon()
+                err = e.args[0] if e.args and isinstance(e.args[0], int) else 5
+                self.reply(0x45, seq, "%d %s" % (err, e))
+
+    def op(self, kind, payload):
+        if kind == 0x44 or kind == 0x5A:  # D raw data, Z deflated data
+            if self.f is None:
+                return
+            if kind == 0x5A:
+                data = _inflate(bytes(payload), self.wbits)
+            else:
+                data = payload
+            self.f.write(data)
+            return
+        args = bytes(payload).decode().split("\x00")
+        if kind == 0x4F:  # O: open DEST for writing (atomic when the board can rename)
+            self.close_file()
+            self.dest = args[0]
+            self.wbits = int(args[1])
+            self.tmp = (self.dest + ".mkt") if hasattr(os, "rename") else self.dest
+            self.f = open(self.tmp, "wb")
+        elif kind == 0x43:  # C: commit with hash
+            if self.f is None:
+                raise OSError(5, "no file open")
+            f, self.f = self.f, None
+            f.close()
+            h = _hash_file(self.tmp, self.rbuf)
+            if h != args[0] and not (args[0].startswith("sum:") and not hashlib):
+                try:
+                    os.remove(self.tmp)
+                except OSError:
+                    pass
+                raise OSError(5, "hash mismatch after writing %s" % self.dest)
+            if self.tmp != self.dest:
+                os.rename(self.tmp, self.dest)
+            if hashlib:
+                if self.man is None:
+                    self.man = _load_manifest()
+                st = _stat(self.dest)
+                if st:
+                    self.man[self.dest] = (st[6], st[8], h)
+            self.tmp = None
+        elif kind == 0x4D:  # M: mkdir
+            try:
+                os.mkdir(args[0])
+            except OSError as e:
+                st = _stat(args[0])
+                if not (st and _isdir(st[0])):
+                    raise e
+        elif kind == 0x52:  # R: remove file
+            os.remove(args[0])
+            if self.man is None:
+                self.man = _load_manifest()
+            self.man.pop(args[0], None)
+        elif kind == 0x51:  # Q: remove empty folder
+            os.rmdir(args[0])
+        elif kind == 0x4E:  # N: rename
+            os.rename(args[0], args[1])
+            if self.man is None:
+                self.man = _load_manifest()
+            self.man.pop(args[0], None)
+            self.man.pop(args[1], None)
+        else:
+            raise OSError(22, "unknown frame %d" % kind)
+
+    def close_file(self):
+        if self.f is not None:
+            self.abandon()
+
+    def abandon(self):
+        if self.f is not None:
+            try:
+                self.f.close()
+            except Exception:
+                pass
+            self.f = None
+        if self.tmp is not None and self.tmp != self.dest:
+            try:
+                os.remove(self.tmp)
+            except OSError:
+                pass
+        self.tmp = None
+
+
+def _inflate(data, wbits):
+    if _deflate and _io:
+        return _deflate.DeflateIO(_io.BytesIO(data), _deflate.RAW, wbits).read()
+    return _zlib.decompress(data, -wbits)
+
+
+def mk_recv(chunk):
+    """Receive framed operations on stdin until the host ends the session."""
+    if _mp:
+        _mp.kbd_intr(-1)
+    try:
+        s = _Session(chunk)
+        sys.stdout.write("\x06READY\n")
+        s.run()
+    finally:
+        if _mp:
+            _mp.kbd_intr(3)
+        gc.collect()
+
+
+def mk_send(path, chunk):
+    """Send a file as checked frames: SYNC, 3-byte length, check, data; an empty frame ends it."""
+    out = sys.stdout.buffer
+    buf = bytearray(chunk)
+    if hashlib:
+        h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            k = f.readinto(buf)
+            data = bytes(buf[:k]) if k else b""
+            if hashlib and k:
+                h.update(data)
+            c = _check(data)
+            out.write(bytes((SYNC, k & 0xFF, (k >> 8) & 0xFF, k >> 16, c & 0xFF, (c >> 8) & 0xFF,
+                             (c >> 16) & 0xFF, c >> 24)))
+            if not k:
+                break
+            out.write(data)
+    out.write((_hex(h.digest()) if hashlib else "-").encode() + b"\n")

@@ -1,0 +1,258 @@
+"""Framed binary transfer over the board's stdin/stdout: the fast path for every write and read.
+
+Host to board, one exec carries a whole session of operations (open, data, commit, mkdir,
+remove, rename): each frame is ``A5 kind seq len:3 check:4 payload``, where ``check`` is CRC-32
+(or, on firmware without ``binascii``, a sum both sides compute alike) over kind, seq, len and
+payload. The board answers every frame with ACK, NAK or an error line; a window of frames stays
+in flight so the link never idles. A frame that arrives damaged is NAKed and the board skips
+input until a resync pattern, after which the host resends from the damaged frame; a frame is
+never written unless its check matched, and every file is committed only after the board has
+re-read it from flash and its hash matched. Data frames are deflate-compressed independently
+when the board can inflate and the data shrinks.
+
+Board to host, ``mk_send`` streams a file as checked frames ending with its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import DeviceTimeout, ProtocolError, os_error
+from .repl import RawRepl
+
+SYNC = 0xA5
+RESYNC = b"\x00\xffmpkick-resync"
+ACK, NAK, ERR = 0x06, 0x15, 0x45
+OPEN, DATA, ZDATA, COMMIT, MKDIR, REMOVE, RMDIR, RENAME, END = b"ODZCMRQNX"
+
+
+@dataclass
+class Caps:
+    """What the board's firmware offers, probed once per session."""
+
+    hashlib: bool = True
+    crc32: bool = True
+    deflate: bool = False
+    zlib: bool = False
+    rename: bool = True
+    stat: bool = True
+    mkdir: bool = True
+    statvfs: bool = True
+    buffer: bool = True
+    kbd_intr: bool = True
+    free: int = 16384
+
+    @property
+    def compress(self) -> bool:
+        return self.deflate or self.zlib
+
+    @property
+    def chunk(self) -> int:
+        """Frame size: as large as the board's free RAM comfortably allows."""
+        size = 256
+        while size < 32768 and size * 8 <= self.free:
+            size *= 2
+        return size
+
+    @property
+    def wbits(self) -> int:
+        """Deflate window: a larger one compresses better where the board has the RAM."""
+        return 15 if self.free >= 128 * 1024 else 12 if self.free >= 32 * 1024 else 10
+
+
+def check(data: bytes, init: int, crc: bool) -> int:
+    if crc:
+        return zlib.crc32(data, init) & 0xFFFFFFFF
+    return (init + sum(data) + len(data) * 0x10001) & 0xFFFFFFFF
+
+
+def file_digest(data: bytes, use_sha: bool) -> str:
+    """The digest the board will compute over the file it wrote."""
+    if use_sha:
+        return hashlib.sha256(data).hexdigest()
+    a = 0
+    for i in range(0, len(data), 1024):
+        a = (a * 31 + sum(data[i:i + 1024])) & 0xFFFFFFFF
+    return f"sum:{a:08x}:{len(data)}"
+
+
+@dataclass
+class Stats:
+    """What a session moved: file bytes, and bytes on the wire each way."""
+
+    payload: int = 0
+    wire_out: int = 0
+    frames: int = 0
+    resent: int = 0
+
+
+class SendSession:
+    """Host side of ``mk_recv``: queue operations; ``close()`` waits until all are acknowledged."""
+
+    def __init__(self, repl: RawRepl, caps: Caps, window: int = 4,
+                 ack_timeout: float = 10.0) -> None:
+        self.repl = repl
+        self.caps = caps
+        self.window = window
+        self.window_bytes = max(2 * caps.chunk + 1024, 4096)
+        self.ack_timeout = ack_timeout
+        self.stats = Stats()
+        self._seq = 0
+        self._unacked: deque[tuple[int, bytes]] = deque()
+        self._error: OSError | None = None
+        repl.send_code(f"mk_recv({caps.chunk})".encode())
+        repl.read_until(b"\x06READY\n", 10, what="the agent to start receiving")
+
+    # ----------------------------------------------------------------- operations
+
+    def put(self, path: str, data: bytes, progress: Callable[[int], None] | None = None) -> None:
+        """Write ``data`` to ``path`` atomically: temp name, verify on the board, rename."""
+        self._send(OPEN, f"{path}\x00{self.caps.wbits}".encode())
+        chunk = self.caps.chunk
+        compressor_ok = self.caps.compress
+        for i in range(0, len(data), chunk):
+            part = data[i:i + chunk]
+            kind, payload = DATA, part
+            if compressor_ok and len(part) > 64:
+                comp = zlib.compressobj(9, zlib.DEFLATED, -self.caps.wbits)
+                packed = comp.compress(part) + comp.flush()
+                if len(packed) < len(part) - 16:
+                    kind, payload = ZDATA, packed
+            self._send(kind, payload)
+            self.stats.payload += len(part)
+            if progress is not None:
+                progress(len(part))
+        self._send(COMMIT, file_digest(data, self.caps.hashlib).encode())
+
+    def mkdir(self, path: str) -> None:
+        self._send(MKDIR, path.encode())
+
+    def remove(self, path: str) -> None:
+        self._send(REMOVE, path.encode())
+
+    def rmdir(self, path: str) -> None:
+        self._send(RMDIR, path.encode())
+
+    def rename(self, src: str, dst: str) -> None:
+        self._send(RENAME, f"{src}\x00{dst}".encode())
+
+    def close(self) -> None:
+        """End the session; raise the first error the board reported."""
+        self._send(END, b"")
+        while self._unacked:
+            self._wait_ack()
+        self.repl.finish(30)
+        if self._error is not None:
+            raise self._error
+
+    # ----------------------------------------------------------------- frames
+
+    def _frame(self, kind: int, seq: int, payload: bytes) -> bytes:
+        head = bytes((kind, seq)) + len(payload).to_bytes(3, "little")
+        crc = check(payload, check(head, 0, self.caps.crc32), self.caps.crc32)
+        return bytes((SYNC,)) + head + crc.to_bytes(4, "little") + payload
+
+    def _send(self, kind: int, payload: bytes) -> None:
+        if self._error is not None and kind != END:
+            return  # the board refused an earlier operation: send nothing more but the end
+        frame = self._frame(kind, self._seq, payload)
+        while self._unacked and (len(self._unacked) >= self.window or
+                                 sum(len(f) for _, f in self._unacked) + len(frame)
+                                 > self.window_bytes):
+            self._wait_ack()
+        self._unacked.append((self._seq, frame))
+        self._seq = (self._seq + 1) & 0xFF
+        self.repl.write(frame)
+        self.stats.wire_out += len(frame)
+        self.stats.frames += 1
+
+    def _wait_ack(self) -> None:
+        for attempt in range(4):
+            try:
+                head = self.repl.read_exact(2, self.ack_timeout)
+            except DeviceTimeout:
+                if attempt == 3:
+                    raise
+                self._resend(self._unacked[0][0])  # lost bytes: resync and send again
+                continue
+            code, seq = head
+            if code == ACK:
+                self._acked(seq)
+                return
+            if code == NAK:
+                self._resend(seq)
+                return
+            if code == ERR:
+                line = self.repl.read_until(b"\n", self.ack_timeout).decode("utf-8", "replace")
+                errno_text, _, message = line.strip().partition(" ")
+                path = self._path_of(seq)
+                if self._error is None:
+                    err = os_error(int(errno_text) if errno_text.isdigit() else 5, path)
+                    if "hash mismatch" in message:
+                        err = OSError(5, "the board's copy did not match after writing", path)
+                    self._error = err
+                self._acked(seq)
+                return
+            raise ProtocolError(f"unexpected reply {head!r} from the agent; the board may have "
+                                "reset: retry")
+        raise DeviceTimeout("the board stopped acknowledging data; replug it and retry")
+
+    def _acked(self, seq: int) -> None:
+        while self._unacked:
+            first, _ = self._unacked.popleft()
+            if first == seq:
+                return
+
+    def _resend(self, seq: int) -> None:
+        while self._unacked and self._unacked[0][0] != seq:
+            if not any(s == seq for s, _ in self._unacked):
+                break
+            self._unacked.popleft()
+        time.sleep(0.05)  # let what is in flight arrive, so the resync lands after it
+        self.repl.write(RESYNC)
+        for _, frame in self._unacked:
+            self.repl.write(frame)
+            self.stats.resent += 1
+            self.stats.wire_out += len(frame)
+
+    def _path_of(self, seq: int) -> str:
+        for s, frame in self._unacked:
+            if s == seq and frame[1] in (OPEN, MKDIR, REMOVE, RMDIR, RENAME):
+                return frame[10:].split(b"\x00")[0].decode("utf-8", "replace")
+        for _s, frame in reversed(self._unacked):
+            if frame[1] == OPEN:
+                return frame[10:].split(b"\x00")[0].decode("utf-8", "replace")
+        return ""
+
+
+def receive_file(repl: RawRepl, caps: Caps, path: str) -> bytes:
+    """Read a whole file from the board through ``mk_send``'s checked frames."""
+    repl.send_code(f"mk_send({path!r}, {caps.chunk})".encode())
+    parts = []
+    while True:
+        head = repl.read_exact(8, 10)
+        if head[0] != SYNC:
+            # Not a frame: the board raised (e.g. no such file) and printed a traceback.
+            repl._buf[:0] = head
+            repl.finish(10)
+            raise ProtocolError("the board sent something other than file data")
+        n = int.from_bytes(head[1:4], "little")
+        crc = int.from_bytes(head[4:8], "little")
+        data = repl.read_exact(n, 10) if n else b""
+        if check(data, 0, caps.crc32) != crc:
+            repl.drain(0.2)
+            raise ProtocolError(f"damaged data while reading {path}; retry")
+        if not n:
+            break
+        parts.append(data)
+    digest = repl.read_until(b"\n", 10).strip().decode()
+    repl.finish(10)
+    content = b"".join(parts)
+    if digest != "-" and digest != hashlib.sha256(content).hexdigest():
+        raise ProtocolError(f"{path} read back with a different hash; retry")
+    return content

@@ -1,0 +1,213 @@
+"""The raw REPL and raw-paste protocol: how code reaches a board and its output comes back.
+
+Reads are in blocks with a deadline, never byte-at-a-time with sleeps. Output arriving while
+code runs can be streamed to a callback. A traceback from the board becomes a Python exception:
+``OSError`` subclasses with the board's errno for filesystem errors, ``BoardError`` otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from .errors import BoardError, ConnectError, DeviceTimeout, ProtocolError, os_error
+from .transport import Transport
+
+RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
+SOFT_REBOOT = b"soft reboot\r\n"
+Stream = Callable[[bytes], None]
+
+_ERRNO_NAMES = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12,
+                "EACCES": 13, "EEXIST": 17, "ENODEV": 19, "ENOTDIR": 20, "EISDIR": 21,
+                "EINVAL": 22, "EFBIG": 27, "ENOSPC": 28, "EROFS": 30, "ENAMETOOLONG": 36,
+                "ENOTEMPTY": 39, "ETIMEDOUT": 110}
+
+
+def error_from_traceback(text: str) -> Exception:
+    """The exception a board's traceback stands for."""
+    lines = [ln.strip() for ln in text.replace("\r\n", "\n").strip().split("\n") if ln.strip()]
+    last = lines[-1] if lines else "Exception"
+    name, _, message = last.partition(":")
+    message = message.strip()
+    if name in ("OSError", "FileNotFoundError", "IsADirectoryError") or (name.endswith("Error") \
+            and name.startswith("OSError")):
+        m = re.match(r"\[Errno (\d+)\]\s*(\S*)\s*(.*)", message) or re.match(r"(-?\d+)$", message)
+        if m:
+            code = abs(int(m.group(1)))
+            path = m.group(3) if m.lastindex and m.lastindex >= 3 else ""
+            return os_error(code, path)
+        named = _ERRNO_NAMES.get(message.split(" ")[0]) if message else None
+        if named:
+            return os_error(named, "")
+    return BoardError(name, message, text)
+
+
+class RawRepl:
+    """One board's REPL, driven in raw mode."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._buf = bytearray()
+        self.raw_paste: bool | None = None  # None: not probed yet
+        self.in_raw = False
+
+    # ----------------------------------------------------------------- reading
+
+    def read_until(self, marker: bytes, timeout: float, stream: Stream | None = None,
+                   what: str = "the board's answer") -> bytes:
+        """Bytes up to and including ``marker``. ``timeout`` is the longest silence allowed."""
+        deadline = time.monotonic() + timeout
+        streamed = 0
+        while True:
+            i = self._buf.find(marker)
+            if i >= 0:
+                end = i + len(marker)
+                data = bytes(self._buf[:end])
+                del self._buf[:end]
+                if stream is not None and i > streamed:
+                    stream(data[streamed:i])
+                return data
+            if stream is not None:
+                # Pass on what cannot be part of the marker yet.
+                safe = len(self._buf) - len(marker) + 1
+                if safe > streamed:
+                    stream(bytes(self._buf[streamed:safe]))
+                    streamed = safe
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeviceTimeout(f"the board stopped answering while waiting for {what} "
+                                    f"({timeout:g} s of silence); press its reset button or "
+                                    "replug it, then retry")
+            chunk = self.transport.read(65536, min(remaining, 0.5))
+            if chunk:
+                self._buf += chunk
+                deadline = time.monotonic() + timeout
+
+    def read_exact(self, n: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self._buf) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeviceTimeout("the board stopped answering in the middle of a transfer; "
+                                    "replug it and retry")
+            chunk = self.transport.read(65536, min(remaining, 0.5))
+            if chunk:
+                self._buf += chunk
+                deadline = time.monotonic() + timeout
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    def drain(self, quiet: float = 0.05) -> bytes:
+        """Whatever the board is still saying, until it is quiet for ``quiet`` seconds."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        while True:
+            chunk = self.transport.read(65536, quiet)
+            if not chunk:
+                return data
+            data += chunk
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    # ----------------------------------------------------------------- modes
+
+    def enter_raw(self, soft_reset: bool = False, timeout: float = 3.0) -> None:
+        """Stop whatever runs and enter the raw REPL; no soft reset unless asked."""
+        seen = bytearray()
+        for attempt in range(3):
+            self.write(b"\r\x03\x03" if attempt == 0 else b"\r\x03")
+            seen += self.drain(0.05 if attempt == 0 else 0.2)
+            self.write(b"\r\x01")
+            try:
+                self.read_until(RAW_PROMPT, timeout if attempt < 2 else timeout * 2,
+                                what="the raw REPL prompt")
+                break
+            except DeviceTimeout:
+                seen += self._buf
+                self._buf.clear()
+        else:
+            sample = bytes(seen[-60:]).decode("ascii", "replace").strip() or "nothing"
+            raise ConnectError(f"no MicroPython answered on {self.transport.name} (it said: "
+                               f"{sample!r}); is the board running MicroPython?")
+        self.in_raw = True
+        if soft_reset:
+            self.soft_reset()
+
+    def soft_reset(self, timeout: float = 10.0) -> None:
+        """Soft-reboot from the raw REPL and wait until the board is back in it."""
+        self.write(b"\x04")
+        self.read_until(SOFT_REBOOT, timeout, what="the soft reboot")
+        self.read_until(RAW_PROMPT, timeout, what="the raw REPL after reboot")
+        self.in_raw = True
+
+    def exit_raw(self) -> None:
+        if self.in_raw:
+            self.write(b"\x02")
+            self.in_raw = False
+
+    # ----------------------------------------------------------------- running code
+
+    def send_code(self, code: bytes, timeout: float = 10.0) -> None:
+        """Hand ``code`` to the raw REPL; it starts running once this returns."""
+        if self.raw_paste is not False:
+            self.write(b"\x05A\x01")
+            reply = self.read_exact(2, timeout)
+            if reply == b"R\x01":
+                self.raw_paste = True
+                self._paste(code, timeout)
+                return
+            if reply != b"R\x00":
+                # Firmware older than raw-paste: it took our bytes as input and re-entered.
+                self.read_until(RAW_PROMPT[-3:], timeout, what="the raw REPL prompt")
+            self.raw_paste = False
+        self.write(code)
+        self.write(b"\x04")
+        self.read_until(b"OK", timeout, what="the board to accept the code")
+
+    def _paste(self, code: bytes, timeout: float) -> None:
+        window = int.from_bytes(self.read_exact(2, timeout), "little")
+        remain = window
+        i = 0
+        while i < len(code):
+            while remain == 0 or self._buf or self.transport_pending():
+                flag = self.read_exact(1, timeout)
+                if flag == b"\x01":
+                    remain += window
+                elif flag == b"\x04":
+                    self.write(b"\x04")
+                    raise ProtocolError("the board ended the raw-paste transfer early")
+                else:
+                    raise ProtocolError(f"unexpected byte {flag!r} during raw-paste")
+            part = code[i:i + remain]
+            self.write(part)
+            remain -= len(part)
+            i += len(part)
+        self.write(b"\x04")
+        self.read_until(b"\x04", timeout, what="the board to accept the code")
+
+    def transport_pending(self) -> bool:
+        chunk = self.transport.read(65536, 0)
+        if chunk:
+            self._buf += chunk
+        return bool(chunk)
+
+    def finish(self, timeout: float | None = 10.0, stream: Stream | None = None) -> bytes:
+        """Collect the output of running code; raise what it raised."""
+        wait = timeout if timeout is not None else 1e9
+        out = self.read_until(b"\x04", wait, stream, what="the code's output")[:-1]
+        err = self.read_until(b"\x04", wait, what="the code's error output")[:-1]
+        self.read_until(b">", wait, what="the raw REPL prompt")
+        if err:
+            raise error_from_traceback(err.decode("utf-8", "replace"))
+        return out
+
+    def exec(self, code: str | bytes, timeout: float | None = 10.0,
+             stream: Stream | None = None) -> bytes:
+        """Run ``code`` on the board and return what it printed."""
+        if not self.in_raw:
+            self.enter_raw()
+        self.send_code(code.encode() if isinstance(code, str) else code)
+        return self.finish(timeout, stream)

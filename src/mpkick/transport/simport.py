@@ -1,0 +1,47 @@
+"""``sim://``: a virtual board started in this process, reached through a socket pair."""
+
+from __future__ import annotations
+
+import socket
+
+from ..errors import ConnectError
+from ..sim.options import SimOptions
+from ..sim.supervisor import VirtualBoard
+from .base import Transport
+
+
+class SimTransport(Transport):
+    def __init__(self, options: SimOptions) -> None:
+        self.board = VirtualBoard(options)
+        self.name = f"sim://{self.board.image}"
+        end = self.board.start("socket")
+        assert isinstance(end, socket.socket)
+        self._sock = end
+
+    @property
+    def counters(self) -> object:
+        return self.board.counters
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise ConnectError(f"lost the virtual board: {self.board.error or exc}") from exc
+
+    def read(self, size: int = 65536, timeout: float = 0.1) -> bytes:
+        self._sock.settimeout(timeout if timeout > 0 else 0.0)
+        try:
+            data = self._sock.recv(size)
+        except (TimeoutError, BlockingIOError):
+            return b""
+        except OSError as exc:
+            raise ConnectError(f"lost the virtual board: {self.board.error or exc}") from exc
+        if not data:
+            raise ConnectError(self.board.error or "the virtual board was unplugged")
+        return data
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        finally:
+            self.board.close()
