@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from mpkick.board import META
 from mpkick.mount import MountEvent, mount
-from mpkick.target import Target
+from mpkick.target import Entry, Target, is_within
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memtarget import MemTarget
@@ -178,8 +179,13 @@ def host_files(root: Path) -> dict[str, bytes]:
             for p in root.rglob("*") if p.is_file()}
 
 
+def user_tree(target: Target) -> list[Entry]:
+    """The target's tree without the board's own ``/.mpkick`` (its agent and manifest)."""
+    return [e for e in target.tree("/") if not is_within(e.path, META)]
+
+
 def target_files(target: Target) -> dict[str, bytes]:
-    return {e.path: target.read(e.path) for e in target.tree("/") if not e.is_dir}
+    return {e.path: target.read(e.path) for e in user_tree(target) if not e.is_dir}
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ def test_mkdir_rmdir_rm(mnt: Mounted) -> None:
     mnt.sh("mkdir keep && rm -r a")
     assert os.listdir(mnt.mp) == ["keep"]
     t = after_unmount(mnt)
-    assert [e.path for e in t.tree("/")] == ["/keep"]
+    assert [e.path for e in user_tree(t)] == ["/keep"]
 
 
 def test_mv_renames_files_and_folders_and_replaces_an_existing_file(mnt: Mounted) -> None:

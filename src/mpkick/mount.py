@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+from .board import META
 from .errors import MpkickError, NoSpaceError
 from .target import Entry, Target, is_within
 
@@ -248,8 +249,10 @@ class TargetFS:
                 raise _fail(errno.EBADF)
             if not self._entry(path).is_dir:
                 raise _fail(errno.ENOTDIR)
+            # The board's agent and manifest stay out of sight (as ``ls`` hides dotfiles): a
+            # project copied in and diffed back must match, and nobody should edit them by hand.
             names = {posixpath.basename(p) for p in itertools.chain(self._tree(), self._open)
-                     if p != "/" and posixpath.dirname(p) == path}
+                     if p not in ("/", META) and posixpath.dirname(p) == path}
         return [".", "..", *sorted(names)]
 
     def statfs(self, path: str) -> dict[str, int]:
