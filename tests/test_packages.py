@@ -321,5 +321,18 @@ def test_compiled_install_imports_on_the_board(served: tuple[Path, str], board: 
 
 
 def test_mpy_for_another_version_is_refused_before_the_board_sees_it(board: Any) -> None:
-    with pytest.raises(CompileError, match=r"board runs \.mpy v9\.0"):
+    with pytest.raises(CompileError, match=r"board runs \.mpy v9\.3"):
         Compiler.for_board((board.info().mpy & ~0xFF) | 9)
+
+
+def test_install_command_compiles_for_the_board_it_installs_on(
+        served: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    board_module = pytest.importorskip("mpkick.board")
+    root, url = served
+    make_index(root, url)
+    port = "sim://" + str(tmp_path / "flash.img")
+    assert main(["-p", port, "install", "greet", "--index", url, "--compile"]) == 0
+    assert "installed 3 files" in capsys.readouterr().out
+    with board_module.Board.connect(port) as connected:
+        out = connected.exec("import greet; print(greet.hello('cli'), greet.__file__)")
+    assert out.split() == [b"HELLO", b"CLI!", b"/lib/greet/__init__.mpy"]
