@@ -540,3 +540,30 @@ def test_cli_refuses_a_folder_that_is_not_empty_and_umount_of_nothing(tmp_path: 
     done = subprocess.run([sys.executable, "-m", "mpkick", "umount", "full"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1 and "not mounted" in done.stderr
+
+
+def test_cli_mounts_a_virtual_board_and_its_repl_sees_the_files(tmp_path: Path) -> None:
+    board = pytest.importorskip("mpkick.board", reason="mpkick.board (sim://) not in the tree yet")
+    url = "sim://" + str(tmp_path / "flash.img")
+    src = project(tmp_path)
+    mp = tmp_path / "board"  # the default for a board
+    proc = _cli("-p", url, "mount", cwd=tmp_path)
+    try:
+        wait_until(lambda: os.path.ismount(mp), "mpkick mount", lambda: proc.poll() is None)
+        subprocess.run(f"cp -r {src}/. {mp}/ && diff -r {src} {mp}", shell=True, check=True)
+        done = subprocess.run([sys.executable, "-m", "mpkick", "umount", str(mp)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        out, _ = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            unmount(mp)
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "stopped any program running on the board" in out
+    with board.Board.connect(url) as b:
+        on_board = {p: b.eval(f"open({p!r}, 'rb').read()") for p in host_files(src)}
+        assert sorted(b.eval("__import__('os').listdir('/lib')")) == ["__init__.py", "drivers",
+                                                                      "util.py"]
+    assert on_board == host_files(src)

@@ -70,11 +70,13 @@ def mount_cmd(mountpoint: Path | None, read_only: bool) -> None:
     _prepare(mp)
     target = common.open_target()
     try:
-        # TODO(lead): Board.connect should interrupt a running program and leave a note here.
+        # Board.connect already stops what runs. TODO(lead): a Board.interrupt_note saying
+        # *what* was stopped (enter_raw sees its KeyboardInterrupt) is printed when present.
         note = getattr(target, "interrupt_note", None)
-        if note and not opts.quiet:
-            click.echo(str(note) if isinstance(note, str)
-                       else "interrupted the program running on the board")
+        if not opts.quiet and (note or callable(getattr(target, "interrupt", None))):
+            click.echo(note if isinstance(note, str) and note else
+                       "stopped any program running on the board; it stays at the REPL "
+                       "while mounted")
 
         def on_event(event: MountEvent) -> None:
             if event.kind == "ready":
