@@ -567,3 +567,23 @@ def test_cli_mounts_a_virtual_board_and_its_repl_sees_the_files(tmp_path: Path) 
         assert sorted(b.eval("__import__('os').listdir('/lib')")) == ["__init__.py", "drivers",
                                                                       "util.py"]
     assert on_board == host_files(src)
+
+
+def test_an_unplugged_virtual_board_gives_eio_and_a_message_and_unmounts(tmp_path: Path) -> None:
+    target = make_sim(tmp_path)
+    target.write("/main.py", b"x = 1\n")
+    try:
+        with mounted(target, tmp_path / "mnt") as m:
+            assert os.listdir(m.mp) == ["main.py"]
+            target.transport.board.unplug()  # type: ignore[attr-defined]
+            with pytest.raises(OSError) as info:
+                m.p("main.py").read_bytes()
+            assert info.value.errno == errno.EIO
+            with pytest.raises(OSError) as info:
+                m.p("new.py").write_bytes(b"y")
+            assert info.value.errno == errno.EIO
+            errors = [e.message for e in m.events if e.kind == "error"]
+            assert errors and "main.py" in errors[0], errors
+        assert not os.path.ismount(tmp_path / "mnt")
+    finally:
+        target.close()
