@@ -154,3 +154,11 @@ def test_compile_command_reports_syntax_errors(tmp_path: Path,
     bad.write_text("def f(:\n")
     assert main(["compile", str(bad)]) == 1
     assert f"{bad}:1: SyntaxError" in capsys.readouterr().err
+
+
+def test_mpy_option_takes_the_board_number_or_a_version() -> None:
+    from mpkick.cli.package_cmds import parse_mpy
+
+    assert parse_mpy("2822") == UNIX_X64_63
+    assert parse_mpy("6.3") == BYTECODE_63
+    assert parse_mpy("5") == 5 | 2 << 8  # a v5 board is assumed to be a unicode build

@@ -16,14 +16,14 @@ def parse_mpy(text: str | None) -> int | None:
     """``--mpy``: a board's ``sys.implementation._mpy`` number, or ``6.3`` / ``6`` as written."""
     if text is None:
         return None
-    found = re.fullmatch(r"v?(\d+)\.(\d+)", text.strip())
-    if found:
-        return int(found[1]) | int(found[2]) << 8
-    try:
-        return int(text, 0)
-    except ValueError:
+    found = re.fullmatch(r"v?(\d+)(?:\.(\d+))?", text.strip())
+    if not found:
         raise InputError(f"--mpy {text}: give sys.implementation._mpy (e.g. 2822) or a .mpy "
-                         "version like 6.3") from None
+                         "version like 6.3")
+    number = int(found[1]) | int(found[2] or 0) << 8 if found[2] else int(found[1])
+    if number < 6 or (found[2] and int(found[1]) < 6):
+        number = (number & 0xFF) | 2 << 8  # a bare v5 or older: the usual unicode build
+    return number
 
 
 def _board_mpy(target: Any) -> int | None:
