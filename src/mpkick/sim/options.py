@@ -49,7 +49,7 @@ class SimOptions:
 
 
 FAULT_KEYS = {"kill_after", "kill_at", "corrupt_at", "drop_at", "corrupt_dir", "stall_at",
-              "stall_for", "unplug_after", "noise", "loop_main"}
+              "stall_for", "unplug_after", "unplug_at", "noise", "loop_main", "seed"}
 
 
 def parse_url(url: str) -> SimOptions:

@@ -16,7 +16,9 @@ that evens them out:
 * **A UART.** ``baud`` paces both directions at 10 bits per byte, and both directions are counted.
 
 Fault switches (power cut at a byte count, corrupt or dropped bytes, stalls, unplugging) act in
-the same pump, so tests exercise exactly the failures users meet on real cables.
+the same pump, so tests exercise exactly the failures users meet on real cables. Byte positions
+count the bytes of one direction's stream since the board was started (``host_to_board`` counts
+what the board's UART was given, ``board_to_host`` what it sent); see :class:`Faults`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import sys
 import threading
 import time
 import tty
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConnectError, InputError, PortBusy
@@ -49,6 +51,14 @@ FRIENDLY_MARK = b'Type "help()" for more information.'
 PROMPT = b">>> "
 HIDE_MARK = b"\x1b[mpkick-sim-raw]\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
+#: What an ESP32's ROM prints at 74880 baud before MicroPython starts; a host reads it as garbage.
+ROM_NOISE = (b"\x00\xff\xfe\x1cets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),"
+             b"boot:0x13 (SPI_FAST_FLASH_BOOT)\r\nload:0x3fff0030,len:4\r\n")
+#: The main.py ``loop_main`` leaves on the flash: it never returns and never stops printing.
+LOOP_MAIN = ("n = 0\n"
+             "while True:\n"
+             "    print('main.py is busy', n)\n"
+             "    n += 1\n")
 KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK, HIDE_MARK))
 LAUNCHER = (
     "import signal, sys\n"
@@ -84,6 +94,63 @@ class Counters:
     host_to_board: int = 0
     board_to_host: int = 0
     reboots: int = 0
+    power_cuts: int = 0
+
+
+def _number_list(text: str) -> list[int]:
+    return sorted(int(x) for x in text.split(",") if x.strip())
+
+
+@dataclass
+class Faults:
+    """The faults still to come. Positions are stream byte offsets; times are seconds.
+
+    ``kill_at`` / ``stall_at`` / ``unplug_at`` fire once the board's UART has been given that
+    many host bytes (so a kill at N leaves exactly bytes 0..N-1 delivered); ``drop_at`` and
+    ``corrupt_at`` hit the byte at that offset of the ``corrupt_dir`` stream (``h2b``, host to
+    board, or ``b2h``). ``kill_after`` / ``unplug_after`` count from ``start()``.
+    """
+
+    kill_at: int | None = None
+    kill_after: float | None = None
+    stall_at: int | None = None
+    stall_for: float = 5.0
+    unplug_at: int | None = None
+    unplug_after: float | None = None
+    drop_h2b: list[int] = field(default_factory=list)
+    drop_b2h: list[int] = field(default_factory=list)
+    corrupt_h2b: list[int] = field(default_factory=list)
+    corrupt_b2h: list[int] = field(default_factory=list)
+    noise: int = 0
+    loop_main: bool = False
+
+    @classmethod
+    def parse(cls, raw: dict[str, str]) -> Faults:
+        """The URL's fault options; a malformed one is refused, since a typo would hide a test."""
+        try:
+            direction = raw.get("corrupt_dir", "h2b").lower()
+            if direction not in ("h2b", "b2h"):
+                raise ValueError("corrupt_dir is h2b (host to board) or b2h")
+            drops = _number_list(raw.get("drop_at", ""))
+            corrupts = _number_list(raw.get("corrupt_at", ""))
+            noise = raw.get("noise", "0").lower()
+            return cls(
+                kill_at=int(raw["kill_at"]) if raw.get("kill_at") else None,
+                kill_after=float(raw["kill_after"]) if raw.get("kill_after") else None,
+                stall_at=int(raw["stall_at"]) if raw.get("stall_at") else None,
+                stall_for=float(raw.get("stall_for") or 5.0),
+                unplug_at=int(raw["unplug_at"]) if raw.get("unplug_at") else None,
+                unplug_after=float(raw["unplug_after"]) if raw.get("unplug_after") else None,
+                drop_h2b=drops if direction == "h2b" else [],
+                drop_b2h=drops if direction == "b2h" else [],
+                corrupt_h2b=corrupts if direction == "h2b" else [],
+                corrupt_b2h=corrupts if direction == "b2h" else [],
+                noise=(64 if noise in ("1", "yes", "true", "on") else
+                       0 if noise in ("", "0", "no", "false", "off") else int(noise)),
+                loop_main=raw.get("loop_main", "0").lower() not in ("", "0", "no", "false", "off"),
+            )
+        except ValueError as exc:
+            raise InputError(f"bad sim:// fault option: {exc}") from exc
 
 
 def _sigint_caught(pid: int) -> bool:
@@ -131,9 +198,16 @@ class VirtualBoard:
         self._child_ready = 0.0
         self._host_ready = 0.0
         self._last_sigint = 0.0
-        self.faults = dict(options.faults)
-        self._rng = random.Random(int(self.faults.get("seed", "0") or 0))
+        self.faults = Faults.parse(options.faults)
+        self._rng = random.Random(int(options.faults.get("seed", "0") or 0))
         self.error: str | None = None
+        self.fault_log: list[str] = []  # what fired, in order, for tests and reports
+        self._fed = 0  # host bytes handed to the board's UART so far
+        self._b2h_pos = 0  # board bytes sent so far, dropped ones included
+        self._started = 0.0
+        self._stall_until = 0.0
+        self._cold = False  # the next boot is a power-on, not a soft reset
+        self._cold_boot = False  # booting after a power cut: host bytes fall on deaf ears
 
     # ----------------------------------------------------------------- life cycle
 
@@ -152,7 +226,9 @@ class VirtualBoard:
             self._host_fd, self._keep_fd = master, slave
             result = os.ttyname(slave)
         os.set_blocking(self._host_fd, False)
-        self._spawn(raw=False)
+        self._started = time.monotonic()
+        self._power_on_noise()
+        self._spawn(raw=False, main=LOOP_MAIN if self.faults.loop_main else None)
         self._thread = threading.Thread(target=self._pump, name="mpkick-sim", daemon=True)
         self._thread.start()
         return result
@@ -173,14 +249,44 @@ class VirtualBoard:
             self._image_lock = None
 
     def power_cut(self) -> None:
-        """Kill the port at once, as pulling the power would; the board then boots again."""
+        """Kill the port at once, as pulling the power would; the board then boots again.
+
+        No finaliser runs, so the flash keeps exactly what was written. What the UART had not
+        yet handed over is lost, and what the host sends while the board boots is lost too (a
+        board's UART is not listening then): a host must notice the fresh banner, not type
+        stale frames into the REPL that comes up.
+        """
+        self._cold = True
+        self._to_child.clear()
+        self.counters.power_cuts += 1
+        self.fault_log.append(f"power cut after {self._fed} host bytes")
         if self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._proc.pid, signal.SIGKILL)
 
     def unplug(self) -> None:
-        """The cable is pulled: the host's end sees the port vanish."""
+        """The cable is pulled: the host's end sees the port vanish (and a bus-powered board
+        loses its power with it)."""
+        self.fault_log.append(f"unplugged after {self._fed} host bytes")
         self._unplugged.set()
+
+    def stall(self, seconds: float) -> None:
+        """The link carries nothing either way for ``seconds`` (bytes wait, none are lost)."""
+        self.fault_log.append(f"stalled {seconds:g} s after {self._fed} host bytes")
+        self._stall_until = time.monotonic() + seconds
+
+    def inject(self, **faults: str | int | float) -> None:
+        """Arm more faults, with the URL's keys; positions count from the board's start, so
+        ``inject(kill_at=vb.counters.host_to_board + 100)`` cuts 100 bytes from now."""
+        more = Faults.parse({k: str(v) for k, v in faults.items()})
+        f = self.faults
+        for name in ("kill_at", "kill_after", "stall_at", "unplug_at", "unplug_after"):
+            if getattr(more, name) is not None:
+                setattr(f, name, getattr(more, name))
+        if "stall_for" in faults:
+            f.stall_for = more.stall_for
+        for name in ("drop_h2b", "drop_b2h", "corrupt_h2b", "corrupt_b2h"):
+            setattr(f, name, sorted(getattr(f, name) + getattr(more, name)))
 
     @property
     def image(self) -> Path:
@@ -216,7 +322,7 @@ class VirtualBoard:
 
     # ----------------------------------------------------------------- the child
 
-    def _spawn(self, raw: bool) -> None:
+    def _spawn(self, raw: bool, main: str | None = None) -> None:
         master, slave = pty.openpty()
         tty.setraw(slave)
         args = list(self.command)
@@ -224,9 +330,12 @@ class VirtualBoard:
             args += ["-X", f"heapsize={self.options.heap}"]
         args += ["-i", str(FIRMWARE), str(self.image), str(self.block_size),
                  str(self.block_count), "raw" if raw else "friendly", ",".join(self.options.hide)]
+        env = dict(os.environ)
+        if main is not None:
+            env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
         try:
             self._proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
-                                          start_new_session=True, close_fds=True)
+                                          start_new_session=True, close_fds=True, env=env)
         except OSError as exc:
             raise ConnectError(f"cannot start MicroPython ({args[0]}): {exc}") from exc
         finally:
@@ -250,12 +359,23 @@ class VirtualBoard:
             self._child_fd = -1
 
     def _reboot(self) -> None:
-        """The port exited: do what a board's soft reset does."""
+        """The port exited: do what a board's soft reset does, or its power-on after a cut."""
         raw = self.raw_mode
         self._kill_child()
         self.counters.reboots += 1
+        if self._cold:
+            self._cold = False
+            self._to_child.clear()
+            self._power_on_noise()
+            self._spawn(raw=False)
+            self._cold_boot = True
+            return
         self._to_host += SOFT_REBOOT
         self._spawn(raw=raw)
+
+    def _power_on_noise(self) -> None:
+        if self.faults.noise:
+            self._to_host += ROM_NOISE + self._rng.randbytes(self.faults.noise)
 
     # ----------------------------------------------------------------- the pump
 
@@ -284,21 +404,36 @@ class VirtualBoard:
                 os.close(self._host_fd)
             self._host_fd = -1
 
+    def _timed_faults(self, now: float) -> float:
+        """Fire the faults that are due by the clock; the time until the next one."""
+        f = self.faults
+        if f.kill_after is not None and now - self._started >= f.kill_after:
+            f.kill_after = None
+            self.power_cut()
+        if f.unplug_after is not None and now - self._started >= f.unplug_after:
+            f.unplug_after = None
+            self.unplug()
+        due = [t for t in (f.kill_after, f.unplug_after) if t is not None]
+        return min(due) + self._started - now if due else 0.5
+
     def _pump_once(self) -> None:
         now = time.monotonic()
         rlist = []
         wlist = []
+        stalled = now < self._stall_until
         if len(self._to_child) < 65536:
             rlist.append(self._host_fd)
         if len(self._to_host) < 65536:
             rlist.append(self._child_fd)
-        timeout = 0.5
-        if self._to_child and not self._held():
+        timeout = max(min(0.5, self._timed_faults(now)), 0.0)
+        if stalled:
+            timeout = min(timeout, self._stall_until - now)
+        elif self._to_child and not self._held():
             if now >= self._child_ready:
                 wlist.append(self._child_fd)
             else:
                 timeout = min(timeout, self._child_ready - now)
-        if self._to_host:
+        if self._to_host and not stalled:
             if now >= self._host_ready:
                 wlist.append(self._host_fd)
             else:
@@ -312,9 +447,9 @@ class VirtualBoard:
             self._read_child()
         if self._booting:
             self._interrupt_during_boot()
-        if self._child_fd in writable:
+        if self._child_fd in writable and not self._unplugged.is_set():
             self._write_child()
-        if self._host_fd in writable and self._host_fd >= 0:
+        if self._host_fd in writable and self._host_fd >= 0 and not self._unplugged.is_set():
             self._write_host()
 
     def _held(self) -> bool:
@@ -333,8 +468,48 @@ class VirtualBoard:
         if not data:  # socket host closed: the session is over
             self._stop.set()
             return
+        start = self.counters.host_to_board
         self.counters.host_to_board += len(data)
-        self._to_child += data
+        if self._cold or (self._cold_boot and self._booting):
+            return  # the board is powering up: its UART is not listening yet
+        self._cold_boot = False
+        self._to_child += self._damage(data, start, self.faults.drop_h2b,
+                                       self.faults.corrupt_h2b, "host->board")
+
+    def _damage(self, data: bytes, start: int, drops: list[int], corrupts: list[int],
+                way: str) -> bytes:
+        """Drop or flip the bytes whose stream offsets are due; each fault fires once."""
+        end = start + len(data)
+        if not any(start <= at < end for at in drops + corrupts):
+            return data
+        out = bytearray(data)
+        for at in [a for a in corrupts if start <= a < end]:
+            corrupts.remove(at)
+            out[at - start] ^= self._rng.randrange(1, 256)
+            self.fault_log.append(f"corrupted {way} byte {at}")
+        for at in sorted((a for a in drops if start <= a < end), reverse=True):
+            drops.remove(at)
+            del out[at - start]
+            self.fault_log.append(f"dropped {way} byte {at}")
+        return bytes(out)
+
+    def _next_mark(self) -> int | None:
+        """The next host byte count at which a fault fires (delivery stops there first)."""
+        f = self.faults
+        marks = [m for m in (f.kill_at, f.stall_at, f.unplug_at) if m is not None]
+        return min(marks) if marks else None
+
+    def _reached(self) -> None:
+        f = self.faults
+        if f.stall_at is not None and self._fed >= f.stall_at:
+            f.stall_at = None
+            self.stall(f.stall_for)
+        if f.unplug_at is not None and self._fed >= f.unplug_at:
+            f.unplug_at = None
+            self.unplug()
+        if f.kill_at is not None and self._fed >= f.kill_at:
+            f.kill_at = None
+            self.power_cut()
 
     def _read_child(self) -> None:
         try:
@@ -420,11 +595,18 @@ class VirtualBoard:
 
     def _write_child(self) -> None:
         limit = 64 if self.options.baud else len(self._to_child)
+        mark = self._next_mark()
+        if mark is not None:
+            if mark <= self._fed:
+                self._reached()
+                return
+            limit = min(limit, mark - self._fed)
         chunk = bytes(self._to_child[:limit])
         cut = chunk.find(b"\x03")
         if cut == 0:
             if self._proc is not None and _sigint_caught(self._proc.pid):
                 del self._to_child[0]
+                self._fed += 1
                 self._send_sigint()
                 return
             chunk = chunk[:1]
@@ -442,10 +624,20 @@ class VirtualBoard:
         except OSError:
             return  # the child is gone; _read_child reboots it
         del self._to_child[:n]
+        self._fed += n
         self._child_ready = max(self._child_ready, time.monotonic()) + n * self._byte_time()
+        if mark is not None and self._fed >= mark:
+            self._reached()
 
     def _write_host(self) -> None:
         limit = 64 if self.options.baud else len(self._to_host)
+        f = self.faults
+        if f.drop_b2h or f.corrupt_b2h:
+            part = bytes(self._to_host[:limit])
+            damaged = self._damage(part, self._b2h_pos, f.drop_b2h, f.corrupt_b2h, "board->host")
+            self._b2h_pos += len(part) - len(damaged)  # dropped bytes still took their place
+            self._to_host[:limit] = damaged
+            limit = len(damaged)
         try:
             n = os.write(self._host_fd, self._to_host[:limit])
         except BlockingIOError:
@@ -459,5 +651,6 @@ class VirtualBoard:
                 return
             raise
         self.counters.board_to_host += n
+        self._b2h_pos += n
         del self._to_host[:n]
         self._host_ready = max(self._host_ready, time.monotonic()) + n * self._byte_time()
