@@ -16,6 +16,9 @@ from .transport import Transport
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 SOFT_REBOOT = b"soft reboot\r\n"
+#: What a board prints when it powers on (never after a soft reset in the raw REPL).
+POWER_ON = re.compile(rb'MicroPython [^\r\n]* on [^\r\n]*\r\nType "help\(\)" for more '
+                      rb'information\.\r\n>>> ')
 Stream = Callable[[bytes], None]
 
 _ERRNO_NAMES = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12,
@@ -81,8 +84,21 @@ class RawRepl:
                                     "replug it, then retry")
             chunk = self.transport.read(65536, min(remaining, 0.5))
             if chunk:
-                self._buf += chunk
+                self._take(chunk)
                 deadline = time.monotonic() + timeout
+
+    def _take(self, chunk: bytes) -> None:
+        """Buffer ``chunk``; a power-on banner in the raw REPL means the board lost its power
+        or crashed: say so now rather than wait out a timeout or type into its fresh REPL."""
+        self._buf += chunk
+        fresh = max(0, len(self._buf) - len(chunk) - 3)
+        if self.in_raw and self._buf.find(b">>> ", fresh) >= 0 and POWER_ON.search(
+                self._buf, max(0, fresh - 300)):
+            self._buf.clear()
+            self.in_raw = False
+            raise ConnectError(f"the board on {self.transport.name} restarted in the middle of "
+                               "the operation (power loss, reset or crash); run the command "
+                               "again: files are whole, old or new")
 
     def read_exact(self, n: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -93,7 +109,7 @@ class RawRepl:
                                     "replug it and retry")
             chunk = self.transport.read(65536, min(remaining, 0.5))
             if chunk:
-                self._buf += chunk
+                self._take(chunk)
                 deadline = time.monotonic() + timeout
         data = bytes(self._buf[:n])
         del self._buf[:n]
@@ -191,7 +207,7 @@ class RawRepl:
     def transport_pending(self) -> bool:
         chunk = self.transport.read(65536, 0)
         if chunk:
-            self._buf += chunk
+            self._take(chunk)
         return bool(chunk)
 
     def finish(self, timeout: float | None = 10.0, stream: Stream | None = None) -> bytes:
