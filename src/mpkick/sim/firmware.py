@@ -4,7 +4,8 @@
 # block device mounted at "/", the host's own files disappear, /boot.py and /main.py run as a
 # board runs them, and at a soft reset every file still open is closed (a board's soft reset runs
 # every finaliser, committing what an interrupted tool had written).
-# argv: IMAGE BLOCK_SIZE BLOCK_COUNT MODE   (MODE "raw": soft reboot in raw REPL, skip main.py)
+# argv: IMAGE BLOCK_SIZE BLOCK_COUNT MODE [HIDE]   (MODE "raw": soft reboot in raw REPL, skip
+# main.py; HIDE: "hashlib,os.rename,..." modules and os functions an older firmware lacks)
 # Everything lives inside _boot() so the REPL's namespace starts empty, as on a board.
 
 
@@ -48,6 +49,7 @@ def _boot():
     vfs.mount(fs, "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
+    sys_argv = list(sys.argv)
     sys.argv[:] = [""]
     main = os.getenv("MPKICK_SIM_MAIN")  # the loop_main fault: a main.py that never returns
     if main:
@@ -96,7 +98,32 @@ def _boot():
         except BaseException as e:
             sys.print_exception(e)
 
+    def hide(names):
+        # Older firmware lacks modules (ImportError) and os functions (no attribute): pretend.
+        real_import = builtins.__import__
+        gone = [n for n in names if "." not in n]
+        os_gone = [n[3:] for n in names if n.startswith("os.")]
+
+        class SmallOs:
+            pass
+
+        small_os = SmallOs()
+        for name in dir(os):
+            if name not in os_gone and not name.startswith("__"):
+                setattr(small_os, name, getattr(os, name))
+
+        def guarded_import(name, *args):
+            if name in gone:
+                raise ImportError("no module named '%s'" % name)
+            if name in ("os", "uos") and os_gone:
+                return small_os
+            return real_import(name, *args)
+
+        builtins.__import__ = guarded_import
+
     builtins.open = tracked_open
+    if len(sys_argv) > 5 and sys_argv[5]:
+        hide(sys_argv[5].split(","))
     sys.atexit(soft_reset)
     run("boot.py")
     if mode == "raw":
