@@ -15,7 +15,7 @@ from .boardstate import HostRecord, is_board, missing_folders, remote_tree, veri
 from .channel import file_digest
 from .errors import InputError
 from .ignore import IgnoreRules
-from .sync import ApplyProgress, LocalTree, Result, Transfer, apply, plan, scan_local
+from .sync import ApplyProgress, LocalTree, Plan, Result, Transfer, apply, plan, scan_local
 from .target import Target, norm
 
 
@@ -24,11 +24,12 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
          progress: ApplyProgress | None = None, compile: bool = False, verbose: int = 0, *,
          target: Target | None = None, transfer: Transfer | None = None,
          mpy_cross: str | None = None, log: Callable[[str], None] | None = None,
-         **kw: Any) -> Result:
+         on_plan: Callable[[Plan], None] | None = None, **kw: Any) -> Result:
     """Make ``dest`` on the board at ``port`` hold the tree ``src``; return what was done.
 
     ``target``: an open Target to use instead of ``port`` (left open). ``transfer``: how a
-    changed file's bytes travel (see ``sync.Transfer``). ``compile``: send ``.py`` files (but
+    changed file's bytes travel (see ``sync.Transfer``). ``on_plan``: sees the plan before it
+    runs (a progress bar learns its totals there). ``compile``: send ``.py`` files (but
     boot.py and main.py) as ``.mpy`` built for the board's bytecode version.
     """
     if kw:
@@ -56,6 +57,8 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
         record = HostRecord.for_board(target) if weak_board(target) else None
         remote = remote_tree(target, dest, record) if not missing else []
         the_plan = plan(local, remote, dest, delete, create_dest=missing)
+        if on_plan is not None:
+            on_plan(the_plan)
         if dry_run:
             return Result(the_plan, unchanged=len(the_plan.of("unchanged")), dry_run=True,
                           notes=notes, seconds=time.monotonic() - start)

@@ -1,3 +1,184 @@
-"""Commands: push."""
+"""Commands: push (and, after it, running the pushed program)."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import cli, common
+
+if TYPE_CHECKING:
+    from ..board import Board
+    from ..sync import Action, Plan, Result
+
+
+def _settings_src(settings: dict[str, Any], project: Path | None) -> str:
+    """SRC from the config, relative to the config file's folder."""
+    value = settings.get("src")
+    if value is None:
+        return "."
+    return str((project or Path.cwd()) / str(value))
+
+
+class Bar:
+    """A rich progress bar (files and bytes, bytes/s) on stderr; only made on a terminal."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(),
+            TextColumn("{task.fields[files]}"), DownloadColumn(), TransferSpeedColumn(),
+            console=Console(stderr=True), transient=True)
+        self.task: Any = None
+        self.files = 0
+        self.total_files = 0
+
+    def on_plan(self, plan: Plan) -> None:
+        self.total_files = len(plan.writes)
+        if self.total_files:
+            self.progress.start()
+            self.task = self.progress.add_task("push", total=plan.bytes_to_write or 1,
+                                               files=f"0/{self.total_files} files")
+
+    def __call__(self, action: Action, n: int) -> None:
+        if self.task is None:
+            return
+        if n == 0 and action.kind in ("create", "update"):
+            self.files += 1
+            self.progress.update(self.task, description=action.path[-30:],
+                                 files=f"{self.files}/{self.total_files} files")
+        elif n:
+            self.progress.advance(self.task, n)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def show_plan(plan: Plan, verbose: int) -> None:
+    """``--dry-run``: every action, coloured on a terminal."""
+    colours = {"mkdir": "blue", "create": "green", "update": "yellow", "delete": "red",
+               "unchanged": "dim"}
+    for line in plan.lines(unchanged=verbose > 0 or len(plan.actions) < 40):
+        kind = line.split(" ", 1)[0]
+        click.secho(line, fg=None if kind == "unchanged" else colours.get(kind),
+                    dim=kind == "unchanged")
+    click.echo(plan.summary() + " (dry run: nothing was changed)")
+
+
+def run_after(board: Board, file: str, dest: str) -> None:
+    """Soft-reset the board, then run ``file`` (relative to DEST) streaming its output, until
+    it ends or Ctrl-C, which interrupts the board too."""
+    from ..errors import BoardError, InputError
+    from ..target import norm
+
+    path = norm(file, dest)
+    board.soft_reset()
+    try:
+        board.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path} is not on the board: nothing to run (check --run)") from None
+    code = (f"_f = open({path!r})\n_s = _f.read()\n_f.close()\n"
+            f"try:\n _s = compile(_s, {path!r}, 'exec')\nexcept NameError:\n pass\n"
+            "exec(_s, {'__name__': '__main__'})")
+
+    def stream(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    try:
+        board.run(code, stream)
+    except BoardError as exc:
+        sys.stdout.flush()
+        click.echo(exc.traceback.rstrip() or str(exc), err=True)
+        raise click.exceptions.Exit(1) from None
+
+
+@cli.command("push", epilog=common.example("""
+mpkick -p sim:// push examples /            push a folder to the board's root
+mpkick push --delete --dry-run              show what a push would change, from the config
+mpkick push src /app --compile --run main.py
+mpkick -p image:fs.img push src /           the same push into an image file
+"""))
+@common.common_options
+@click.argument("src", required=False)
+@click.argument("dest", required=False)
+@click.option("--delete/--no-delete", default=None,
+              help="Remove files under DEST that are not in SRC (never outside DEST)")
+@click.option("-n", "--dry-run", is_flag=True, help="Show the plan; change nothing")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="Send .py files (but boot.py, main.py) as .mpy built for the board")
+@click.option("--mpy-cross", "mpy_cross", metavar="PATH", help="mpy-cross binary for --compile")
+@click.option("--follow-links", is_flag=True, help="Follow links that point outside SRC")
+@click.option("--ignore", multiple=True, metavar="PATTERN",
+              help="More gitignore-style patterns to leave on the host (repeatable)")
+@click.option("--run", "run_file", metavar="FILE",
+              help="Afterwards soft-reset the board and run FILE (relative to DEST), "
+                   "showing its output until it ends or Ctrl-C")
+@click.option("--reset", is_flag=True, help="Afterwards soft-reset the board and run main.py")
+def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bool,
+             compile_: bool | None, mpy_cross: str | None, follow_links: bool,
+             ignore: tuple[str, ...], run_file: str | None, reset: bool) -> None:
+    """Make DEST on the board hold the tree SRC: only what changed travels.
+
+    SRC and DEST default to `src` and `dest` in mpkick.toml / [tool.mpkick], else `.` and `/`.
+    .gitignore and .mpkickignore rules (and caches, editor files) are left on the host.
+    """
+    from ..push import kick, open_target
+
+    opts = common.options()
+    opts.load_settings()
+    settings = opts.settings
+    src = src or _settings_src(settings, opts.project)
+    dest = dest or str(settings.get("dest") or "/")
+    patterns = [*settings.get("ignore", ()), *ignore]
+    delete = bool(settings.get("delete", False)) if delete is None else delete
+    if compile_ is None:
+        compile_ = bool(settings.get("compile", False)) and not settings.get("no_compile")
+
+    def log(message: str) -> None:
+        if opts.verbose and not opts.quiet:
+            click.echo(f"mpkick: {message}", err=True)
+
+    bar = Bar() if sys.stderr.isatty() and not opts.quiet and not dry_run else None
+    if not Path(src).exists():
+        from ..errors import InputError
+
+        raise InputError(f"{src} does not exist: give the folder to push (SRC)")
+    target = open_target(opts.resolved_port(), opts.verbose, log)
+    try:
+        try:
+            result: Result = kick(src=src, dest=dest, delete=delete, dry_run=dry_run,
+                                  ignore=patterns, follow_links=follow_links, progress=bar,
+                                  compile=compile_, verbose=opts.verbose, target=target,
+                                  mpy_cross=mpy_cross or settings.get("mpy_cross"), log=log,
+                                  on_plan=bar.on_plan if bar else None)
+        finally:
+            if bar is not None:
+                bar.stop()
+        if dry_run:
+            show_plan(result.plan, opts.verbose)
+            return
+        if opts.verbose and not opts.quiet:
+            for line in result.plan.lines(unchanged=opts.verbose > 1):
+                click.echo(line, err=True)
+        if not opts.quiet:
+            click.echo(result.summary())
+        if run_file or reset:
+            if not callable(getattr(target, "run", None)):
+                from ..errors import InputError
+
+                raise InputError("--run and --reset need a board, not an image file")
+            run_after(target, run_file or "main.py", result.plan.dest)  # type: ignore[arg-type]
+    finally:
+        target.close()
