@@ -19,7 +19,7 @@ import hashlib
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import DeviceTimeout, ProtocolError, os_error
@@ -29,6 +29,7 @@ SYNC = 0xA5
 RESYNC = b"\x00\xffmpkick-resync"
 ACK, NAK, ERR = 0x06, 0x15, 0x45
 OPEN, DATA, ZDATA, COMMIT, MKDIR, REMOVE, RMDIR, RENAME, END = b"ODZCMRQNX"
+PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) pairs
 
 
 @dataclass
@@ -113,12 +114,42 @@ class SendSession:
     def put(self, path: str, data: bytes, progress: Callable[[int], None] | None = None) -> None:
         """Write ``data`` to ``path`` atomically: temp name, verify on the board, rename."""
         self._send(OPEN, f"{path}\x00{self.caps.wbits}".encode())
+        self._send_literal(data, progress)
+        self._send(COMMIT, file_digest(data, self.caps.hashlib).encode())
+
+    def put_delta(self, path: str, ops: Sequence[tuple[int, int] | bytes], data: bytes,
+                  progress: Callable[[int], None] | None = None) -> None:
+        """Rebuild ``path`` as ``data`` from ranges of its current content plus literal bytes.
+
+        ``ops`` are ``(offset, length)`` ranges of the board's copy or literal ``bytes``, in
+        order. The board builds a temp file, checks it against ``data``'s hash and renames it,
+        so a wrong guess about the board's copy fails the commit instead of corrupting it.
+        """
+        self._send(OPEN, f"{path}\x00{self.caps.wbits}".encode())
+        ranges: list[tuple[int, int]] = []
+        per_frame = max(1, self.caps.chunk // 8)
+        for op in [*ops, b""]:
+            if isinstance(op, tuple) and len(ranges) < per_frame:
+                ranges.append(op)
+                continue
+            if ranges:
+                self._send(PATCH, b"".join(o.to_bytes(4, "little") + n.to_bytes(4, "little")
+                                           for o, n in ranges))
+                if progress is not None:
+                    progress(sum(n for _, n in ranges))
+                ranges = []
+            if isinstance(op, tuple):
+                ranges.append(op)
+            else:
+                self._send_literal(op, progress)
+        self._send(COMMIT, file_digest(data, self.caps.hashlib).encode())
+
+    def _send_literal(self, data: bytes, progress: Callable[[int], None] | None) -> None:
         chunk = self.caps.chunk
-        compressor_ok = self.caps.compress
         for i in range(0, len(data), chunk):
             part = data[i:i + chunk]
             kind, payload = DATA, part
-            if compressor_ok and len(part) > 64:
+            if self.caps.compress and len(part) > 64:
                 comp = zlib.compressobj(9, zlib.DEFLATED, -self.caps.wbits)
                 packed = comp.compress(part) + comp.flush()
                 if len(packed) < len(part) - 16:
@@ -127,7 +158,6 @@ class SendSession:
             self.stats.payload += len(part)
             if progress is not None:
                 progress(len(part))
-        self._send(COMMIT, file_digest(data, self.caps.hashlib).encode())
 
     def mkdir(self, path: str) -> None:
         self._send(MKDIR, path.encode())

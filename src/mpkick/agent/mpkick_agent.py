@@ -235,6 +235,7 @@ class _Session:
         self.buf = bytearray(chunk + 16)
         self.rbuf = bytearray(1024)
         self.f = None
+        self.src = None
         self.tmp = None
         self.dest = None
         self.fail = None
@@ -314,6 +315,9 @@ class _Session:
                 self.reply(0x45, seq, "%d %s" % (err, e))
 
     def op(self, kind, payload):
+        if kind == 0x50:  # P: copy (offset, length) ranges of the old file into the new one
+            self.copy(payload)
+            return
         if kind == 0x44 or kind == 0x5A:  # D raw data, Z deflated data
             if self.f is None:
                 return
@@ -335,6 +339,7 @@ class _Session:
                 raise OSError(5, "no file open")
             f, self.f = self.f, None
             f.close()
+            self.close_src()
             h = _hash_file(self.tmp, self.rbuf)
             if h != args[0] and not (args[0].startswith("sum:") and not hashlib):
                 try:
@@ -378,7 +383,31 @@ class _Session:
         if self.f is not None:
             self.abandon()
 
+    def copy(self, payload):
+        # The old file stays intact at dest until commit renames the temp file over it.
+        if self.f is None:
+            return
+        if self.src is None:
+            self.src = open(self.dest, "rb")
+        mv = memoryview(self.rbuf)
+        for i in range(0, len(payload), 8):
+            p = payload[i:i + 8]
+            n = p[4] | p[5] << 8 | p[6] << 16 | p[7] << 24
+            self.src.seek(p[0] | p[1] << 8 | p[2] << 16 | p[3] << 24)
+            while n:
+                k = self.src.readinto(mv[:min(n, len(mv))])
+                if not k:
+                    raise OSError(5, "old copy of %s is shorter than expected" % self.dest)
+                self.f.write(mv[:k])
+                n -= k
+
+    def close_src(self):
+        if self.src is not None:
+            src, self.src = self.src, None
+            src.close()
+
     def abandon(self):
+        self.close_src()
         if self.f is not None:
             try:
                 self.f.close()
@@ -432,3 +461,33 @@ def mk_send(path, chunk):
                 break
             out.write(data)
     out.write((_hex(h.digest()) if hashlib else "-").encode() + b"\n")
+
+
+def mk_sigs(items):
+    """Per (path, block): size, then per block CRC-32 and 6 bytes of sha256, base64.
+
+    The host finds which blocks of the board's copy it can reuse without reading the file,
+    for many files in one exchange.
+    """
+    from binascii import b2a_base64
+
+    for path, block in items:
+        try:
+            f = open(path, "rb")
+        except OSError:
+            print("-")
+            continue
+        buf = bytearray(block)
+        out = bytearray()
+        n = 0
+        with f:
+            while True:
+                k = f.readinto(buf)
+                if not k:
+                    break
+                b = buf if k == block else memoryview(buf)[:k]
+                c = _crc32(b) & 0xFFFFFFFF
+                out += bytes((c & 255, (c >> 8) & 255, (c >> 16) & 255, c >> 24))
+                out += hashlib.sha256(b).digest()[:6]
+                n += k
+        print(n, b2a_base64(out).decode().strip())
