@@ -134,3 +134,18 @@ def test_diff_round_trips_random_edits() -> None:
             else:
                 del new[at:at + rng.randint(0, 40)]
         assert apply_ops(old, diff(old, bytes(new), 4)) == bytes(new)
+
+
+def test_push_sends_an_edit_as_a_delta(slow_board: Board, tmp_path: Path) -> None:
+    from mpkick.push import kick
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "big.py").write_bytes(MODULE)
+    kick(src=project, target=slow_board)
+    (project / "big.py").write_bytes(MODULE.replace(b"f700(x)", b"f700(y)"))
+    before = wire(slow_board)
+    result = kick(src=project, target=slow_board)
+    assert result.updated == 1
+    assert wire(slow_board) - before < 1024  # the listing of the board's tree included
+    assert slow_board.read("/big.py") == MODULE.replace(b"f700(x)", b"f700(y)")

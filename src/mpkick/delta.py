@@ -27,6 +27,7 @@ from .cache import cache_dir, load, store
 if TYPE_CHECKING:
     from .board import Board
     from .channel import SendSession
+    from .sync import Action, LocalFile, Plan, Writer
     from .target import Progress
 
 #: A copy of ``(offset, length)`` bytes from the board's old copy, or literal bytes.
@@ -352,3 +353,33 @@ class DeltaSender:
         self.stats.files[path] = mode
         self.cache.put(data)
         return mode
+
+
+class DeltaTransfer:
+    """``sync.apply``'s ``transfer`` hook: updates travel as deltas, every write is remembered.
+
+    Make it and call ``prepare(plan)`` before the session opens (``push.kick`` does): both
+    talk to the board, which they cannot do once the session holds the link.
+    """
+
+    def __init__(self, board: Board, cache: ContentCache | None = None) -> None:
+        self.board = board
+        self.cache = cache
+        self.sender: DeltaSender | None = None
+
+    def prepare(self, plan: Plan) -> None:
+        if not plan.writes or not self.board.caps.hashlib:  # weak checks: never trust a base
+            return
+        if self.sender is None:
+            self.sender = DeltaSender(self.board, self.cache)
+        self.sender.prepare([(a.path, a.old_sha256, a.old_size) for a in plan.of("update")])
+
+    def __call__(self, writer: Writer, action: Action, file: LocalFile,
+                 progress: Progress) -> None:
+        from .channel import SendSession
+
+        if self.sender is None or not isinstance(writer, SendSession):
+            writer.put(action.path, file.data, progress)
+            return
+        self.sender.put(writer, action.path, file.data,
+                        action.old_sha256 if action.kind == "update" else None, progress)

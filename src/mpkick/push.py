@@ -62,6 +62,13 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
         if dry_run:
             return Result(the_plan, unchanged=len(the_plan.of("unchanged")), dry_run=True,
                           notes=notes, seconds=time.monotonic() - start)
+        if transfer is None and record is None and is_board(target):
+            from .delta import DeltaTransfer
+
+            transfer = DeltaTransfer(target)  # type: ignore[arg-type]
+        prepare = getattr(transfer, "prepare", None)
+        if callable(prepare):
+            prepare(the_plan)  # a delta asks the board for block signatures, all in one go
         result = apply(target, the_plan, progress, transfer)
         if record is not None and not the_plan.empty:
             _verify_and_record(target, record, local, the_plan)

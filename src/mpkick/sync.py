@@ -134,6 +134,7 @@ class Action:
     old_size: int = 0
     rel: str = ""  # the local file's relative path, for writes
     reason: str = ""  # why a delete happens (stale, twin, leftover, replaced)
+    old_sha256: str | None = None  # the target's copy, for an update: a delta's base
 
 
 @dataclass
@@ -275,7 +276,8 @@ def plan(local: LocalTree, remote_entries: Iterable[Entry], dest: str, delete: b
         elif old.size == f.size and old.sha256 == f.sha256:
             unchanged.append(Action(UNCHANGED, path, f.size, f.size, rel=f.rel))
         else:
-            out.actions.append(Action(UPDATE, path, f.size, old.size, rel=f.rel))
+            out.actions.append(Action(UPDATE, path, f.size, old.size, rel=f.rel,
+                                      old_sha256=old.sha256))
     out.actions += unchanged
     return out
 
