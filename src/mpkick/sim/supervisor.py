@@ -302,7 +302,7 @@ class VirtualBoard:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            raise PortBusy(f"the virtual board {path} is in use by another program; "
+            raise PortBusy(f"port busy: the virtual board {path} is in use by another program; "
                            "close it first (one board, one user)") from exc
         self._image_lock = fd
         if os.fstat(fd).st_size == 0:

@@ -61,8 +61,8 @@ class SerialTransport(Transport):
             text = str(exc)
             if "exclusively lock" in text or "Resource temporarily unavailable" in text \
                     or "busy" in text.lower():
-                raise PortBusy(f"port {url} is busy: another program (a terminal, mpremote, a "
-                               "second mpkick) has it open; close that first") from exc
+                raise PortBusy(f"port busy: another program (a terminal, mpremote, a second "
+                               f"mpkick) has {url} open; close that first") from exc
             if "No such file" in text or "could not open port" in text:
                 raise ConnectError(f"cannot open port {url}: no such port; list boards with "
                                    "`mpkick devices`") from exc
