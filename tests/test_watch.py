@@ -150,3 +150,28 @@ def test_the_cli_refuses_a_missing_folder(tmp_path: Path, capsys: pytest.Capture
 
 def test_board_is_left_usable_after_watching(running: Running) -> None:
     assert read_after_stop(running, "/main.py") == b"print('hello')\n"
+
+
+def test_ctrl_c_leaves_cleanly(project: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    err = tmp_path / "err.txt"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "mpkick", "-p",
+                                 f"sim://{tmp_path / 'flash.img'}", "watch", str(project)],
+                                stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
+        try:
+            for _ in range(300):
+                if b"pushed" in err.read_bytes():
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = err.read_text()
+    assert "stopped watching" in text and "Traceback" not in text

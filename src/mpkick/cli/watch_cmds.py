@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,9 +62,14 @@ def watch_cmd(src: Path, dest: str, delete: bool, run_file: str | None, reset: b
         raise InputError(f"{src} is not a folder: give the project folder to watch (SRC)")
     if not opts.quiet:
         click.echo(f"watching {src} -> {dest} (Ctrl-C to stop)", err=True)
+    # Ctrl-C sets the stop event: the loop leaves at its next step, stopping the program
+    # it runs and leaving the board at its prompt (a KeyboardInterrupt could land anywhere).
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        watch(url, src, dest, delete=delete, run=run_file, reset=reset,
+        watch(url, src, dest, delete=delete, run=run_file, reset=reset, stop=stop,
               on_event=lambda e: render(e, opts.quiet))
-    except KeyboardInterrupt:
-        if not opts.quiet:
-            click.echo("stopped watching", err=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if not opts.quiet:
+        click.echo("stopped watching", err=True)
