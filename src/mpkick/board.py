@@ -43,19 +43,13 @@ class BoardInfo:
 
     @property
     def mpy_version(self) -> str | None:
-        """``6.3`` style bytecode version, and the native arch when there is one."""
+        """``6.3`` style bytecode version and native arch (``6.3 x64``), when the board says."""
         if self.mpy is None:
             return None
-        return f"{self.mpy & 0xFF}.{(self.mpy >> 16) & 3}"
+        from .mpycross import MpyVersion
 
-    @property
-    def mpy_arch(self) -> str | None:
-        if self.mpy is None:
-            return None
-        arches = [None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp",
-                  "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc"]
-        index = (self.mpy >> 10) & 0xF
-        return arches[index] if index < len(arches) else f"arch{index}"
+        decoded = MpyVersion.from_sys(self.mpy)
+        return f"{decoded}" + (f" {decoded.arch}" if decoded.arch else "")
 
 
 class Board:
@@ -111,6 +105,33 @@ class Board:
         self.load_agent()
         with about(args[0] if args and isinstance(args[0], str) else ""):
             return self.exec(f"{func}({', '.join(repr(a) for a in args)})", timeout)
+
+    def run(self, code: str, stream: Stream) -> None:
+        """Run ``code`` for as long as it runs, streaming its output; Ctrl-C on the host
+        interrupts the board (its traceback is streamed too), then re-raises."""
+        try:
+            self.exec(code, timeout=None, stream=stream)
+        except KeyboardInterrupt:
+            self.repl.write(b"\x03")
+            with contextlib.suppress(Exception):
+                self.repl.finish(5, stream)
+            raise
+
+    def reset(self, hard: bool = False) -> None:
+        """Soft reset from the friendly REPL (boot.py and main.py run, as after power-on), or a
+        hard reset of the chip. The board is left running; this session ends."""
+        self._agent_loaded = False
+        sim = getattr(self.transport, "board", None)
+        if hard and sim is not None:
+            sim.power_cut()
+            return
+        if hard:
+            self.repl.send_code(b"import machine\nmachine.reset()")
+            return
+        self.repl.exit_raw()
+        self.repl.drain(0.05)
+        self.repl.write(b"\x04")
+        self.repl.read_until(b"soft reboot\r\n", 10, what="the soft reboot")
 
     def soft_reset(self) -> None:
         self.repl.enter_raw(soft_reset=True)

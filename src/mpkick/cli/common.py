@@ -54,7 +54,16 @@ def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 def common_options(f: F) -> F:
     """``-p/--port``, ``-v`` and ``-q``, accepted after the command name as well as before it."""
-    f = click.option("-p", "--port", metavar="URL", expose_value=False, is_eager=True,
+    return _common(f, ("-p", "--port"))
+
+
+def common_options_long_port(f: F) -> F:
+    """As ``common_options``, for commands whose own ``-p`` means something else (mkdir -p)."""
+    return _common(f, ("--port",))
+
+
+def _common(f: F, port_names: tuple[str, ...]) -> F:
+    f = click.option(*port_names, "port", metavar="URL", expose_value=False, is_eager=True,
                      callback=_store("port"),
                      help="Target: /dev/ttyACM0, COM3, socket://host:port, sim://, "
                           "image:fs.img, auto (default; also MPKICK_PORT)")(f)

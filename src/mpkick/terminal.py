@@ -1,0 +1,63 @@
+"""An interactive terminal between the user's keyboard and the board's REPL (``mpkick repl``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import BinaryIO
+
+from .errors import ConnectError
+from .transport import Transport
+
+EXIT_KEY = b"\x1d"  # Ctrl-]
+
+
+def terminal(transport: Transport, stdin_fd: int, stdout: BinaryIO) -> None:
+    """Pass keys to the board and its output back until Ctrl-] (or the end of piped input)."""
+    stop = threading.Event()
+
+    def pump_output() -> None:
+        while not stop.is_set():
+            try:
+                data = transport.read(4096, 0.05)
+            except ConnectError:
+                stop.set()
+                return
+            if data:
+                stdout.write(data)
+                stdout.flush()
+
+    reader = threading.Thread(target=pump_output, daemon=True)
+    reader.start()
+    with _raw_keyboard(stdin_fd):
+        transport.write(b"\r")
+        while not stop.is_set():
+            keys = os.read(stdin_fd, 1024)
+            if not keys:  # piped input ended: let the board finish answering
+                stop.wait(0.5)
+                break
+            if EXIT_KEY in keys:
+                keys = keys[: keys.index(EXIT_KEY)]
+                transport.write(keys.replace(b"\n", b"\r"))
+                break
+            transport.write(keys.replace(b"\n", b"\r"))
+    stop.set()
+    reader.join(1)
+
+
+@contextlib.contextmanager
+def _raw_keyboard(fd: int):  # type: ignore[no-untyped-def]
+    """Every key goes to the board as typed (Ctrl-C included) while the terminal is ours."""
+    if not os.isatty(fd):
+        yield
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)

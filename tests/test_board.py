@@ -1,0 +1,107 @@
+"""The board library: code runs, errors come home as Python exceptions, files travel intact."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from mpkick.board import Board
+from mpkick.errors import BoardError, ConnectError
+from mpkick.target import Target
+
+
+def test_exec_and_eval(board: Board) -> None:
+    assert board.exec("print('hello')").strip() == b"hello"
+    assert board.eval("[1, 'two', {3: 4.5}]") == [1, "two", {3: 4.5}]
+
+
+def test_a_board_traceback_becomes_an_exception(board: Board) -> None:
+    with pytest.raises(BoardError, match="ZeroDivisionError"):
+        board.exec("1/0")
+    with pytest.raises(FileNotFoundError) as err:
+        board.read("/missing.txt")
+    assert err.value.filename == "/missing.txt"
+    board.mkdir("/d")
+    with pytest.raises(FileExistsError):
+        board.mkdir("/d")
+    with pytest.raises(IsADirectoryError):
+        board.remove("/d")
+
+
+def test_files_travel_byte_for_byte_both_ways(board: Board) -> None:
+    blobs = {"/empty": b"", "/all-bytes.bin": bytes(range(256)) * 300,
+             "/random.bin": os.urandom(70_000), "/text.py": b"print('x')\r\n" * 5000}
+    for path, data in blobs.items():
+        board.write(path, data)
+    for path, data in blobs.items():
+        assert board.read(path) == data
+    sizes = {e.path: e.size for e in board.tree("/")}
+    assert all(sizes[p] == len(d) for p, d in blobs.items())
+
+
+def test_the_tree_comes_with_hashes_in_one_exchange(board: Board) -> None:
+    import hashlib
+
+    board.write("/a.txt", b"alpha")
+    entries = {e.path: e for e in board.tree("/", hashes=True)}
+    assert entries["/a.txt"].sha256 == hashlib.sha256(b"alpha").hexdigest()
+
+
+def test_it_is_a_filesystem_target(board: Board) -> None:
+    assert isinstance(board, Target)
+    board.write("/x", b"1")
+    board.rename("/x", "/y")
+    assert board.read("/y") == b"1"
+    usage = board.usage()
+    assert 0 < usage.free <= usage.total
+
+
+def test_the_agent_stays_on_the_board_and_is_not_resent(sim_url: str) -> None:
+    with Board.connect(sim_url) as b:
+        b.load_agent()
+        first = b.transport.board.counters.host_to_board  # type: ignore[attr-defined]
+    with Board.connect(sim_url) as b:
+        b.load_agent()
+        second = b.transport.board.counters.host_to_board  # type: ignore[attr-defined]
+    assert second < first / 5
+
+
+def test_a_looping_program_is_interrupted_on_connect(sim_url: str) -> None:
+    with Board.connect(sim_url) as b:
+        b.write("/main.py", b"while True:\n    print('busy')\n")
+        b.reset()
+    with Board.connect(sim_url) as b:
+        assert b.eval("1 + 1") == 2
+
+
+def test_info_names_the_firmware(board: Board) -> None:
+    info = board.info()
+    assert info.implementation == "micropython"
+    assert info.mpy_version and info.mpy_version.startswith("v6")
+    assert info.fs_total and info.fs_free
+
+
+def test_a_port_where_no_micropython_answers_fails_with_a_message() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(1024):
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    with pytest.raises(ConnectError, match="no MicroPython answered"):
+        Board.connect(f"socket://127.0.0.1:{server.getsockname()[1]}")
+    server.close()
+
+
+def test_no_such_port(tmp_path: Path) -> None:
+    with pytest.raises(ConnectError, match="no such port"):
+        Board.connect(str(tmp_path / "ttyACM9"))

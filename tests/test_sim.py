@@ -1,0 +1,183 @@
+"""The virtual board behaves like a board on the wire: banner, raw REPL, raw-paste, Ctrl-C,
+soft reboot that keeps the flash, CRLF in the friendly REPL, a paced and counted link."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mpkick.board import Board
+from mpkick.errors import ConnectError, InputError, PortBusy
+from mpkick.sim.options import parse_url
+from mpkick.sim.supervisor import VirtualBoard
+
+
+class Wire:
+    """The host's end of a virtual board's cable, read with a deadline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seen = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def expect(self, marker: bytes, timeout: float = 10) -> bytes:
+        deadline = time.monotonic() + timeout
+        while marker not in self.seen:
+            assert time.monotonic() < deadline, f"no {marker!r} in {self.seen[-300:]!r}"
+            self.sock.settimeout(0.2)
+            try:
+                self.seen += self.sock.recv(4096)
+            except TimeoutError:
+                pass
+        head, _, self.seen = self.seen.partition(marker)
+        return head + marker
+
+
+@pytest.fixture
+def wire(tmp_path: Path) -> Iterator[tuple[Wire, VirtualBoard]]:
+    vb = VirtualBoard(parse_url(f"sim://{tmp_path}/flash.img"))
+    end = vb.start("socket")
+    assert isinstance(end, socket.socket)
+    try:
+        yield Wire(end), vb
+    finally:
+        end.close()
+        vb.close()
+
+
+def test_it_greets_like_a_board_and_writes_crlf_in_the_friendly_repl(wire) -> None:
+    w, _ = wire
+    banner = w.expect(b">>> ")
+    assert b"MicroPython" in banner and b"\r\n" in banner
+    w.send(b"print('a\\nb')\r")
+    assert w.expect(b">>> ").endswith(b"a\r\nb\r\n>>> ")
+
+
+def test_only_its_own_flash_is_visible(wire) -> None:
+    w, _ = wire
+    w.expect(b">>> ")
+    w.send(b"import os; print(os.listdir('/'))\r")
+    assert b"[]" in w.expect(b">>> ")
+
+
+def test_soft_reboot_keeps_the_flash_and_runs_main_py(wire) -> None:
+    w, vb = wire
+    w.expect(b">>> ")
+    w.send(b"f=open('main.py','w'); f.write('print(\"main ran\")'); f.close()\r")
+    w.expect(b">>> ")
+    w.send(b"\x04")
+    after = w.expect(b">>> ")
+    assert b"MPY: soft reboot\r\n" in after and b"main ran" in after
+    assert vb.counters.reboots == 1
+
+
+def test_a_board_in_the_raw_repl_comes_back_in_it_after_soft_reboot(wire) -> None:
+    w, _ = wire
+    w.expect(b">>> ")
+    w.send(b"\x01")
+    w.expect(b"raw REPL; CTRL-B to exit\r\n>")
+    w.send(b"\x04")
+    after = w.expect(b"raw REPL; CTRL-B to exit\r\n>")
+    assert b"soft reboot\r\n" in after and b">>> " not in after
+    w.send(b"print(7)\x04")
+    assert b"OK7" in w.expect(b"\x04>")
+
+
+def test_ctrl_c_interrupts_running_code_and_is_data_otherwise(wire) -> None:
+    w, _ = wire
+    w.expect(b">>> ")
+    w.send(b"\x01")
+    w.expect(b"\r\n>")
+    w.send(b"while True: pass\x04")
+    w.expect(b"OK")
+    w.send(b"\x03")
+    assert b"KeyboardInterrupt" in w.expect(b"\x04>")
+    # With kbd_intr off, 0x03 reaches the program as a byte.
+    w.send(b"import micropython, sys\nmicropython.kbd_intr(-1)\n"
+           b"print(sys.stdin.buffer.read(3))\nmicropython.kbd_intr(3)\x04")
+    w.expect(b"OK")
+    w.send(b"\x03\x00\x04")
+    assert b"b'\\x03\\x00\\x04'" in w.expect(b"\x04>")
+
+
+def test_raw_paste_mode_is_offered_unless_the_profile_says_old(tmp_path: Path) -> None:
+    for url, reply in ((f"sim://{tmp_path}/a.img", b"R\x01"),
+                       (f"sim://{tmp_path}/b.img?profile=old", b"R\x00")):
+        vb = VirtualBoard(parse_url(url))
+        end = vb.start("socket")
+        assert isinstance(end, socket.socket)
+        w = Wire(end)
+        try:
+            w.expect(b">>> ")
+            w.send(b"\x01")
+            w.expect(b"\r\n>")
+            w.send(b"\x05A\x01")
+            w.expect(reply)
+        finally:
+            end.close()
+            vb.close()
+
+
+def test_profiles_hide_what_small_old_boards_lack(tmp_path: Path) -> None:
+    with Board.connect(f"sim://{tmp_path}/f.img?profile=microbit") as b:
+        assert b.eval("[m for m in ('hashlib', 'deflate', 'binascii') "
+                      "if __import__('sys').modules.get(m) is None]")
+        out = b.exec("try:\n import hashlib\n print('has')\nexcept ImportError:\n print('no')")
+        assert out.strip() == b"no"
+        assert b.eval("hasattr(__import__('os'), 'rename')") is False
+
+
+def test_the_link_is_paced_and_counted(tmp_path: Path) -> None:
+    with Board.connect(f"sim://{tmp_path}/f.img?baud=9600") as b:
+        sim = b.transport.board  # type: ignore[attr-defined]
+        before = sim.counters.host_to_board
+        b.exec("x = 1")
+        assert sim.counters.host_to_board > before
+        assert sim.counters.board_to_host > 0
+
+
+def test_one_board_one_user(tmp_path: Path) -> None:
+    url = f"sim://{tmp_path}/f.img"
+    with Board.connect(url), pytest.raises(PortBusy):
+        Board.connect(url)
+
+
+def test_unknown_options_and_a_missing_micropython_are_explained(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InputError, match="unknown sim:// option"):
+        parse_url("sim://x.img?colour=blue")
+    monkeypatch.setenv("MPKICK_MICROPYTHON", str(tmp_path / "no-such-micropython"))
+    with pytest.raises(ConnectError, match="MPKICK_MICROPYTHON"):
+        Board.connect(f"sim://{tmp_path}/f.img")
+
+
+def test_mpremote_works_against_mpkick_sim(tmp_path: Path) -> None:
+    if shutil.which("mpremote", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("mpremote is not installed (make test installs it)")
+    link = tmp_path / "ttyACM-sim"
+    sim = subprocess.Popen([sys.executable, "-m", "mpkick", "sim", f"sim://{tmp_path}/f.img",
+                            "--link", str(link)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        assert "virtual board on /dev/pts/" in sim.stdout.readline()
+        mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
+        run = subprocess.run([mpremote, "connect", str(link), "fs", "mkdir", ":lib", "+",
+                              "fs", "ls", ":"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert "lib/" in run.stdout
+        run = subprocess.run([mpremote, "connect", str(link), "exec", "print(6*7)"],
+                             capture_output=True, text=True, timeout=60)
+        assert "42" in run.stdout
+    finally:
+        sim.terminate()
+        sim.wait(10)
