@@ -87,7 +87,6 @@ class Board:
         """Leave the board at its friendly prompt and let go of the port."""
         with contextlib.suppress(Exception):
             self.repl.exit_raw()
-            self.repl.drain(0.02)
         self.transport.close()
 
     # ----------------------------------------------------------------- running code
@@ -129,7 +128,7 @@ class Board:
             self.repl.send_code(b"import machine\nmachine.reset()")
             return
         self.repl.exit_raw()
-        self.repl.drain(0.05)
+        self.repl.read_until(b">>> ", 5, what="the friendly prompt")
         self.repl.write(b"\x04")
         self.repl.read_until(b"soft reboot\r\n", 10, what="the soft reboot")
 
@@ -140,10 +139,21 @@ class Board:
     def interrupt(self) -> None:
         self.repl.enter_raw()
 
+    @property
+    def interrupt_note(self) -> str | None:
+        """What connecting did to a running program, for commands that should say so."""
+        if self.repl.interrupted:
+            return "stopped the program that was running on the board (KeyboardInterrupt)"
+        return None
+
     # ----------------------------------------------------------------- the agent
 
-    def load_agent(self) -> None:
-        """Import the agent the board keeps; send and store it when missing or stale."""
+    def load_agent(self, store: bool = True) -> None:
+        """Import the agent the board keeps; send and store it when missing or stale.
+
+        ``store=False`` leaves the flash untouched (``image pull`` must read the filesystem
+        exactly as it was, not with a fresh copy of the agent in it).
+        """
         if self._agent_loaded:
             return
         want = agent.version(AGENT)
@@ -163,7 +173,7 @@ class Board:
             self.exec(source, timeout=30)
             self._agent_loaded = True
             caps = self.caps
-            if caps.mkdir and caps.buffer:
+            if store and caps.mkdir and caps.buffer:
                 with contextlib.suppress(OSError):
                     self._session_write([(f"{META}/{AGENT}.py",
                                           f"MK_V = {want!r}\n{source}".encode())], mkdirs=[META])

@@ -54,6 +54,7 @@ class RawRepl:
         self._buf = bytearray()
         self.raw_paste: bool | None = None  # None: not probed yet
         self.in_raw = False
+        self.interrupted = False  # entering the raw REPL stopped a running program
 
     # ----------------------------------------------------------------- reading
 
@@ -115,15 +116,18 @@ class RawRepl:
         del self._buf[:n]
         return data
 
-    def drain(self, quiet: float = 0.05) -> bytes:
-        """Whatever the board is still saying, until it is quiet for ``quiet`` seconds."""
+    def drain(self, quiet: float = 0.05, limit: float = 1.0) -> bytes:
+        """What the board is still saying: until it is quiet for ``quiet`` seconds, but never
+        longer than ``limit`` (a program may print forever)."""
         data = bytes(self._buf)
         self._buf.clear()
-        while True:
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
             chunk = self.transport.read(65536, quiet)
             if not chunk:
-                return data
+                break
             data += chunk
+        return data
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -133,13 +137,17 @@ class RawRepl:
     def enter_raw(self, soft_reset: bool = False, timeout: float = 3.0) -> None:
         """Stop whatever runs and enter the raw REPL; no soft reset unless asked."""
         seen = bytearray()
-        for attempt in range(3):
-            self.write(b"\r\x03\x03" if attempt == 0 else b"\r\x03")
-            seen += self.drain(0.05 if attempt == 0 else 0.2)
-            self.write(b"\r\x01")
+        for attempt, wait in enumerate((timeout / 2, timeout / 2, timeout)):
+            if attempt == 0:
+                # Ctrl-C stops a running program, Ctrl-A asks for the raw REPL; whatever the
+                # board prints before the prompt is skipped, so no waiting for silence.
+                self.write(b"\r\x03\x03\x01")
+            else:
+                self.write(b"\r\x03")
+                seen += self.drain(0.2)
+                self.write(b"\r\x01")
             try:
-                self.read_until(RAW_PROMPT, timeout if attempt < 2 else timeout * 2,
-                                what="the raw REPL prompt")
+                seen += self.read_until(RAW_PROMPT, wait, what="the raw REPL prompt")
                 break
             except DeviceTimeout:
                 seen += self._buf
@@ -149,6 +157,7 @@ class RawRepl:
             raise ConnectError(f"no MicroPython answered on {self.transport.name} (it said: "
                                f"{sample!r}); is the board running MicroPython?")
         self.in_raw = True
+        self.interrupted = b"KeyboardInterrupt" in seen
         if soft_reset:
             self.soft_reset()
 

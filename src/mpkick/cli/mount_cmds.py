@@ -70,13 +70,10 @@ def mount_cmd(mountpoint: Path | None, read_only: bool) -> None:
     _prepare(mp)
     target = common.open_target()
     try:
-        # Board.connect already stops what runs. TODO(lead): a Board.interrupt_note saying
-        # *what* was stopped (enter_raw sees its KeyboardInterrupt) is printed when present.
+        # Board.connect stops what runs; say so when it did.
         note = getattr(target, "interrupt_note", None)
-        if not opts.quiet and (note or callable(getattr(target, "interrupt", None))):
-            click.echo(note if isinstance(note, str) and note else
-                       "stopped any program running on the board; it stays at the REPL "
-                       "while mounted")
+        if not opts.quiet and isinstance(note, str):
+            click.echo(f"{note}; it stays at the REPL while mounted")
 
         def on_event(event: MountEvent) -> None:
             if event.kind == "ready":
