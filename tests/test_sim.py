@@ -3,6 +3,7 @@ soft reboot that keeps the flash, CRLF in the friendly REPL, a paced and counted
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -35,10 +36,8 @@ class Wire:
         while marker not in self.seen:
             assert time.monotonic() < deadline, f"no {marker!r} in {self.seen[-300:]!r}"
             self.sock.settimeout(0.2)
-            try:
+            with contextlib.suppress(TimeoutError):
                 self.seen += self.sock.recv(4096)
-            except TimeoutError:
-                pass
         head, _, self.seen = self.seen.partition(marker)
         return head + marker
 

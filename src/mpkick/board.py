@@ -8,17 +8,19 @@ binary channel. Board-side failures arrive as ``OSError`` with the board's errno
 from __future__ import annotations
 
 import ast
+import base64
 import contextlib
 import posixpath
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import agent
+from . import agent, treecache
 from .channel import Caps, SendSession, receive_file
 from .errors import ConnectError, InputError, ProtocolError
 from .repl import RawRepl, Stream
-from .target import Entry, Progress, Usage, norm
+from .target import Entry, Progress, Usage, is_within, norm
 from .transport import Transport, open_transport
 
 META = "/.mpkick"
@@ -63,6 +65,7 @@ class Board:
         self.log = log or (lambda _msg: None)
         self._agent_loaded = False
         self._caps: Caps | None = None
+        self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
 
     @classmethod
     def connect(cls, url: str = "auto", *, verbose: int = 0, soft_reset: bool = False,
@@ -149,7 +152,9 @@ class Board:
     # ----------------------------------------------------------------- the agent
 
     def load_agent(self, store: bool = True) -> None:
-        """Import the agent the board keeps; send and store it when missing or stale.
+        """Import the agent the board keeps and learn its capabilities, in one exchange; on a
+        board without it (or with an older one) send it once, compressed where the board can
+        inflate, and let it store itself under /.mpkick.
 
         ``store=False`` leaves the flash untouched (``image pull`` must read the filesystem
         exactly as it was, not with a fresh copy of the agent in it).
@@ -157,7 +162,7 @@ class Board:
         if self._agent_loaded:
             return
         want = agent.version(AGENT)
-        have = _literal(self.exec(
+        lines = self.exec(
             "import sys\n"
             f"if {META!r} not in sys.path: sys.path.append({META!r})\n"
             f"sys.modules.pop({AGENT!r}, None)\n"
@@ -166,30 +171,46 @@ class Board:
             " _mk_v = MK_V\n"
             "except Exception:\n"
             " _mk_v = None\n"
-            "print(repr(_mk_v))"))
-        if have != want:
-            self.log(f"installing the mpkick agent on the board ({want})")
-            source = agent.source(AGENT)
-            self.exec(source, timeout=30)
+            "_mk_z = 0\n"
+            "try:\n"
+            " import deflate, io, binascii\n"
+            " _mk_z = hasattr(binascii, 'a2b_base64') and hasattr(deflate, 'DeflateIO')\n"
+            "except ImportError:\n"
+            " pass\n"
+            "print(repr((_mk_v, _mk_z)))\n"
+            f"if _mk_v == {want!r}: mk_caps()").decode().split("\n")
+        have, inflates = _literal(lines[0].encode())
+        if have == want:
             self._agent_loaded = True
-            caps = self.caps
-            if store and caps.mkdir and caps.buffer:
-                with contextlib.suppress(OSError):
-                    self._session_write([(f"{META}/{AGENT}.py",
-                                          f"MK_V = {want!r}\n{source}".encode())], mkdirs=[META])
+            self._set_caps(_literal(lines[1].encode()))
+            return
+        self.log(f"installing the mpkick agent on the board ({want})")
+        text = f"MK_V = {want!r}\n{agent.source(AGENT)}"
+        if inflates:
+            self.exec(_self_installer(text, store), timeout=30)
+            self._agent_loaded = True
+            return
+        self.exec(text, timeout=30)
         self._agent_loaded = True
+        if store and self.caps.mkdir and self.caps.buffer:
+            with contextlib.suppress(OSError):
+                self._session_write([(f"{META}/{AGENT}.py", text.encode())], mkdirs=[META])
 
     @property
     def caps(self) -> Caps:
         if self._caps is None:
             self.load_agent()
-            raw = _literal(self.exec("mk_caps()"))
-            self._caps = Caps(**{k: v for k, v in raw.items() if k in Caps.__annotations__})
-            self.log("board offers: " + ", ".join(k for k, v in raw.items() if v is True))
-            missing = [k for k, v in raw.items() if v is False]
-            if missing:
-                self.log("board lacks: " + ", ".join(missing) + " (using fallbacks)")
+        if self._caps is None:
+            self._set_caps(_literal(self.exec("mk_caps()")))
+        assert self._caps is not None
         return self._caps
+
+    def _set_caps(self, raw: dict[str, Any]) -> None:
+        self._caps = Caps(**{k: v for k, v in raw.items() if k in Caps.__annotations__})
+        self.log("board offers: " + ", ".join(k for k, v in raw.items() if v is True))
+        missing = [k for k, v in raw.items() if v is False]
+        if missing:
+            self.log("board lacks: " + ", ".join(missing) + " (using fallbacks)")
 
     def info(self) -> BoardInfo:
         raw = _literal(self.call("mk_info"))
@@ -201,14 +222,39 @@ class Board:
     # ----------------------------------------------------------------- filesystem target
 
     def tree(self, path: str = "/", hashes: bool = False) -> list[Entry]:
+        """Every entry below ``path``. With hashes, the board first answers with a digest of
+        its tree; a listing this host already knows under that digest is not sent again."""
         path = norm(path)
-        text = self.call("mk_tree", path, bool(hashes) and self.caps.hashlib, timeout=300)
-        entries = []
-        for line in text.decode("utf-8", "surrogateescape").splitlines():
-            kind, size, mtime, digest, p = line.rstrip("\r").split("\t", 4)
-            entries.append(Entry(p, kind == "d", int(size), int(mtime) or None,
-                                 None if digest == "-" else digest))
+        if not (hashes and self.caps.hashlib):
+            return parse_listing(self.call("mk_tree", path, False, timeout=300))
+        key = self.call("mk_tree", path, True, True, timeout=300).decode().strip()
+        entries = treecache.load(key)
+        if entries is None:
+            entries = parse_listing(self.call("mk_tree", path, True, timeout=300))
+            treecache.store(entries)
+        self._known = (path, {e.path: e for e in entries})
         return entries
+
+    def _learn(self, journal: list[tuple[str, str, int, str]]) -> None:
+        """Carry the last listing forward through what a session did, and remember the
+        result: the next push then finds it under the board's digest."""
+        if self._known is None:
+            return
+        root, known = self._known
+        for op, path, size, extra in journal:
+            if not is_within(path, root) or path == root:
+                continue
+            if op == "put":
+                known[path] = Entry(path, False, size, None, extra)
+            elif op == "mkdir":
+                known.setdefault(path, Entry(path, True))
+            elif op in ("remove", "rmdir"):
+                known.pop(path, None)
+            elif op == "rename" and path in known:
+                moved = known.pop(path)
+                if is_within(extra, root):
+                    known[extra] = moved._replace(path=extra)
+        treecache.store(list(known.values()))
 
     def stat(self, path: str) -> Entry:
         path = norm(path)
@@ -251,10 +297,16 @@ class Board:
         try:
             yield s
         except BaseException:
+            self._known = None
             with contextlib.suppress(Exception):
                 s.close()
             raise
-        s.close()
+        try:
+            s.close()
+        except BaseException:
+            self._known = None
+            raise
+        self._learn(s.journal)
 
     def mkdir(self, path: str) -> None:
         self._need("mkdir", "folders")
@@ -306,6 +358,31 @@ def about(path: str) -> Iterator[None]:
         if not exc.filename and path:
             raise OSError(exc.errno, exc.strerror, path) from None
         raise
+
+
+def parse_listing(text: bytes) -> list[Entry]:
+    """Entries from ``mk_tree``'s lines: kind, size, mtime, hash, path (tab separated)."""
+    entries = []
+    for line in text.decode("utf-8", "surrogateescape").splitlines():
+        kind, size, mtime, digest, path = line.rstrip("\r").split("\t", 4)
+        entries.append(Entry(path, kind == "d", int(size), int(mtime) or None,
+                             None if digest == "-" else digest))
+    return entries
+
+
+def _self_installer(text: str, store: bool) -> str:
+    """Code that inflates the agent on the board, stores it (atomically) and runs it: the
+    agent crosses the wire once, compressed, instead of once plain and once to be stored."""
+    pack = zlib.compressobj(9, zlib.DEFLATED, -12)
+    blob = base64.b64encode(pack.compress(text.encode()) + pack.flush()).decode()
+    tmp, final = f"{META}/{AGENT}.mkt", f"{META}/{AGENT}.py"
+    keep = (f"try:\n import os\n try:\n  os.mkdir({META!r})\n except OSError:\n  pass\n"
+            f" with open({tmp!r}, 'w') as _mk_f:\n  _mk_f.write(_mk_s)\n"
+            f" os.rename({tmp!r}, {final!r})\nexcept Exception:\n pass\n") if store else ""
+    return ("import deflate, io, binascii\n"
+            f"_mk_s = deflate.DeflateIO(io.BytesIO(binascii.a2b_base64({blob!r})), "
+            "deflate.RAW, 12).read().decode()\n"
+            f"{keep}exec(_mk_s)\ndel _mk_s\n")
 
 
 def _literal(data: bytes) -> Any:

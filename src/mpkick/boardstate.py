@@ -34,13 +34,9 @@ def weak_board(target: Target) -> bool:
 
 def weak_tree(board: Any, dest: str) -> list[Entry]:
     """``mk_tree`` with the board's own digests (weak sums where it has no hashlib)."""
-    text: bytes = board.call("mk_tree", norm(dest), True, timeout=300)
-    entries = []
-    for line in text.decode("utf-8", "surrogateescape").splitlines():
-        kind, size, mtime, digest, path = line.rstrip("\r").split("\t", 4)
-        entries.append(Entry(path, kind == "d", int(size), int(mtime) or None,
-                             None if digest == "-" else digest))
-    return entries
+    from .board import parse_listing
+
+    return parse_listing(board.call("mk_tree", norm(dest), True, timeout=300))
 
 
 class HostRecord:

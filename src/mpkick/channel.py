@@ -56,7 +56,7 @@ class Caps:
     def chunk(self) -> int:
         """Frame size: as large as the board's free RAM comfortably allows."""
         size = 256
-        while size < 32768 and size * 8 <= self.free:
+        while size < 32768 and size * 16 <= self.free:
             size *= 2
         return size
 
@@ -106,8 +106,16 @@ class SendSession:
         self._seq = 0
         self._unacked: deque[tuple[int, bytes]] = deque()
         self._error: OSError | None = None
+        #: What this session did, for a host that keeps track of the board's tree.
+        self.journal: list[tuple[str, str, int, str]] = []
+        self.error_text = ""  # the board's own words for the first error it reported
         repl.send_code(f"mk_recv({caps.chunk})".encode())
-        repl.read_until(b"\x06READY\n", 10, what="the agent to start receiving")
+        ready = repl.read_until(b"\n", 10, what="the agent to start receiving")
+        if not ready.startswith(b"\x06READY"):
+            repl.fail(ready)  # the board raised instead (it says why)
+        #: Frame size the board could allocate (less than asked on a fragmented heap).
+        self.chunk = int(ready.split()[1]) if len(ready.split()) > 1 else caps.chunk
+        self.window_bytes = max(2 * self.chunk + 1024, 4096)
 
     # ----------------------------------------------------------------- operations
 
@@ -115,7 +123,11 @@ class SendSession:
         """Write ``data`` to ``path`` atomically: temp name, verify on the board, rename."""
         self._send(OPEN, f"{path}\x00{self.caps.wbits}".encode())
         self._send_literal(data, progress)
+        self._commit(path, data)
+
+    def _commit(self, path: str, data: bytes) -> None:
         self._send(COMMIT, file_digest(data, self.caps.hashlib).encode())
+        self.journal.append(("put", path, len(data), hashlib.sha256(data).hexdigest()))
 
     def put_delta(self, path: str, ops: Sequence[tuple[int, int] | bytes], data: bytes,
                   progress: Callable[[int], None] | None = None) -> None:
@@ -127,7 +139,7 @@ class SendSession:
         """
         self._send(OPEN, f"{path}\x00{self.caps.wbits}".encode())
         ranges: list[tuple[int, int]] = []
-        per_frame = max(1, self.caps.chunk // 8)
+        per_frame = max(1, self.chunk // 8)
         for op in [*ops, b""]:
             if isinstance(op, tuple) and len(ranges) < per_frame:
                 ranges.append(op)
@@ -142,10 +154,10 @@ class SendSession:
                 ranges.append(op)
             else:
                 self._send_literal(op, progress)
-        self._send(COMMIT, file_digest(data, self.caps.hashlib).encode())
+        self._commit(path, data)
 
     def _send_literal(self, data: bytes, progress: Callable[[int], None] | None) -> None:
-        chunk = self.caps.chunk
+        chunk = self.chunk
         for i in range(0, len(data), chunk):
             part = data[i:i + chunk]
             kind, payload = DATA, part
@@ -161,15 +173,23 @@ class SendSession:
 
     def mkdir(self, path: str) -> None:
         self._send(MKDIR, path.encode())
+        self.journal.append(("mkdir", path, 0, ""))
+
+    def send(self, kind: int, payload: bytes) -> None:
+        """Queue a frame of a kind this module does not wrap (``image flash``'s blocks)."""
+        self._send(kind, payload)
 
     def remove(self, path: str) -> None:
         self._send(REMOVE, path.encode())
+        self.journal.append(("remove", path, 0, ""))
 
     def rmdir(self, path: str) -> None:
         self._send(RMDIR, path.encode())
+        self.journal.append(("rmdir", path, 0, ""))
 
     def rename(self, src: str, dst: str) -> None:
         self._send(RENAME, f"{src}\x00{dst}".encode())
+        self.journal.append(("rename", src, 0, dst))
 
     def close(self) -> None:
         """End the session; raise the first error the board reported."""
@@ -222,6 +242,7 @@ class SendSession:
                 errno_text, _, message = line.strip().partition(" ")
                 path = self._path_of(seq)
                 if self._error is None:
+                    self.error_text = message
                     err = os_error(int(errno_text) if errno_text.isdigit() else 5, path)
                     if "hash mismatch" in message:
                         err = OSError(5, "the board's copy did not match after writing", path)
@@ -262,7 +283,16 @@ class SendSession:
 
 def receive_file(repl: RawRepl, caps: Caps, path: str) -> bytes:
     """Read a whole file from the board through ``mk_send``'s checked frames."""
-    repl.send_code(f"mk_send({path!r}, {caps.chunk})".encode())
+    return receive_frames(repl, caps, f"mk_send({path!r}, {caps.chunk})", path)
+
+
+def receive_frames(repl: RawRepl, caps: Caps, code: str, what: str,
+                   progress: Callable[[int], None] | None = None) -> bytes:
+    """Run ``code`` (an agent function writing checked frames, then a sha256 line); the data.
+
+    ``what`` names the data in errors (a file's path, the board's flash).
+    """
+    repl.send_code(code.encode())
     parts = []
     while True:
         head = repl.read_exact(8, 10)
@@ -270,19 +300,21 @@ def receive_file(repl: RawRepl, caps: Caps, path: str) -> bytes:
             # Not a frame: the board raised (e.g. no such file) and printed a traceback.
             repl._buf[:0] = head
             repl.finish(10)
-            raise ProtocolError("the board sent something other than file data")
+            raise ProtocolError(f"the board sent something other than the data of {what}")
         n = int.from_bytes(head[1:4], "little")
         crc = int.from_bytes(head[4:8], "little")
         data = repl.read_exact(n, 10) if n else b""
         if check(data, 0, caps.crc32) != crc:
             repl.drain(0.2)
-            raise ProtocolError(f"damaged data while reading {path}; retry")
+            raise ProtocolError(f"damaged data while reading {what}; retry")
         if not n:
             break
         parts.append(data)
+        if progress is not None:
+            progress(n)
     digest = repl.read_until(b"\n", 10).strip().decode()
     repl.finish(10)
     content = b"".join(parts)
     if digest != "-" and digest != hashlib.sha256(content).hexdigest():
-        raise ProtocolError(f"{path} read back with a different hash; retry")
+        raise ProtocolError(f"{what} read back with a different hash; retry")
     return content

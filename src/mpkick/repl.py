@@ -229,6 +229,19 @@ class RawRepl:
             raise error_from_traceback(err.decode("utf-8", "replace"))
         return out
 
+    def fail(self, got: bytes, timeout: float = 10.0) -> None:
+        """Code meant to answer something else ended instead: raise what the board raised.
+
+        ``got`` is what was read so far; the end-of-output marker in it is where the board's
+        error output starts."""
+        if b"\x04" not in got:
+            raise ProtocolError(f"the board answered {got[:60]!r} instead of the expected reply")
+        self._buf[:0] = got[got.index(b"\x04") + 1:]
+        err = self.read_until(b"\x04", timeout, what="the board's error output")[:-1]
+        self.read_until(b">", timeout, what="the raw REPL prompt")
+        raise error_from_traceback(err.decode("utf-8", "replace")) if err else \
+            ProtocolError("the board ended the transfer without a word")
+
     def exec(self, code: str | bytes, timeout: float | None = 10.0,
              stream: Stream | None = None) -> bytes:
         """Run ``code`` on the board and return what it printed."""

@@ -11,9 +11,14 @@
 
 def _boot():
     import builtins
+    import micropython
     import os
     import sys
     import vfs
+
+    # Like a board's frozen _boot.py, the set-up cannot be interrupted: a Ctrl-C sent while the
+    # board boots waits for boot.py / main.py (the supervisor holds it until then).
+    micropython.kbd_intr(-1)
 
     class Flash:
         """Block device over the image file, unbuffered: a returned write is on the flash."""
@@ -40,12 +45,26 @@ def _boot():
 
     image, block_size, block_count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     flash = Flash(image, block_size, block_count)
+
+    class FlashBdev:
+        """Like esp8266's frozen flashbdev module: how tools find the board's block device."""
+
+        bdev = flash
+
+    sys.modules["flashbdev"] = FlashBdev
+    # The host's files go first: whatever happens next, the board never sees them.
+    vfs.umount("/")
     try:
         fs = vfs.VfsLfs2(flash)
     except OSError:
+        # A blank flash is formatted, as a board's _boot.py does; anything else is kept as it is
+        # (it may be someone's image): the board then runs with no filesystem and says why.
+        head = bytearray(min(block_size, 512))
+        flash.readblocks(0, head)
+        if any(b not in (0, 0xFF) for b in head):
+            raise OSError(19, "the flash image is not a littlefs2 filesystem; not formatting it")
         vfs.VfsLfs2.mkfs(flash)
         fs = vfs.VfsLfs2(flash)
-    vfs.umount("/")
     vfs.mount(fs, "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
@@ -125,6 +144,7 @@ def _boot():
     if len(sys_argv) > 5 and sys_argv[5]:
         hide(sys_argv[5].split(","))
     sys.atexit(soft_reset)
+    micropython.kbd_intr(3)
     run("boot.py")
     if mode == "raw":
         print("\x1b[mpkick-sim-raw]")
@@ -132,5 +152,17 @@ def _boot():
         run("main.py")
 
 
-_boot()
+try:
+    _boot()
+except Exception as _e:
+    # Never leave the host's filesystem mounted where the board's should be.
+    import sys
+    import vfs
+
+    try:
+        vfs.umount("/")
+    except Exception:
+        pass
+    sys.print_exception(_e)
+    del _e, sys, vfs
 del _boot

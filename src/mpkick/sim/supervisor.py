@@ -318,6 +318,12 @@ class VirtualBoard:
         try:
             return detect_geometry(head)[0]
         except InputError:
+            if head.strip(b"\x00") and head.strip(b"\xff"):
+                os.close(fd)
+                self._image_lock = None
+                raise InputError(f"{self.image} is not a littlefs2 flash image; give the "
+                                 "virtual board a new file, or an image made by "
+                                 "`mpkick image build`") from None
             return self.options.block_size
 
     # ----------------------------------------------------------------- the child
