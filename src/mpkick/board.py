@@ -190,7 +190,8 @@ class Board:
             self.exec(_self_installer(text, store), timeout=30)
             self._agent_loaded = True
             return
-        self.exec(text, timeout=30)
+        for piece in _batches(text):  # small heaps cannot compile the agent in one go
+            self.exec(piece, timeout=30)
         self._agent_loaded = True
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):
@@ -234,6 +235,11 @@ class Board:
             treecache.store(entries)
         self._known = (path, {e.path: e for e in entries})
         return entries
+
+    def expect_empty(self, path: str) -> None:
+        """``path`` does not exist yet and is about to be made: what the next session creates
+        there is all there is, so its listing can be predicted without asking the board."""
+        self._known = (norm(path), {})
 
     def _learn(self, journal: list[tuple[str, str, int, str]]) -> None:
         """Carry the last listing forward through what a session did, and remember the
@@ -368,6 +374,26 @@ def parse_listing(text: bytes) -> list[Entry]:
         entries.append(Entry(path, kind == "d", int(size), int(mtime) or None,
                              None if digest == "-" else digest))
     return entries
+
+
+def _batches(source: str, size: int = 2048) -> list[str]:
+    """``source`` cut between top-level statements into pieces of about ``size`` characters:
+    run one after another in the same REPL they define the same names, and each compiles on a
+    heap far too small for the whole module."""
+    pieces: list[str] = []
+    current: list[str] = []
+    length = 0
+    for line in source.splitlines(keepends=True):
+        starts = line[:1] not in (" ", "\t", "\n", "#", ")", "]", "}", "")
+        follows = line.startswith(("else", "elif", "except", "finally")) or \
+            bool(current) and current[-1].startswith("@")
+        if starts and length >= size and not follows:
+            pieces.append("".join(current))
+            current, length = [], 0
+        current.append(line)
+        length += len(line)
+    pieces.append("".join(current))
+    return pieces
 
 
 def _self_installer(text: str, store: bool) -> str:

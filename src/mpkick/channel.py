@@ -21,6 +21,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import DeviceTimeout, ProtocolError, os_error
 from .repl import RawRepl
@@ -29,6 +30,7 @@ SYNC = 0xA5
 RESYNC = b"\x00\xffmpkick-resync"
 ACK, NAK, ERR = 0x06, 0x15, 0x45
 OPEN, DATA, ZDATA, COMMIT, MKDIR, REMOVE, RMDIR, RENAME, END = b"ODZCMRQNX"
+STREAM = ord("S")
 PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) pairs
 
 
@@ -39,6 +41,7 @@ class Caps:
     hashlib: bool = True
     crc32: bool = True
     deflate: bool = False
+    stream: bool = False  # can inflate one deflate stream across frames
     zlib: bool = False
     rename: bool = True
     stat: bool = True
@@ -108,6 +111,7 @@ class SendSession:
         self._error: OSError | None = None
         #: What this session did, for a host that keeps track of the board's tree.
         self.journal: list[tuple[str, str, int, str]] = []
+        self._stream: Any = None  # the session's deflate compressor, made on first use
         self.error_text = ""  # the board's own words for the first error it reported
         repl.send_code(f"mk_recv({caps.chunk})".encode())
         ready = repl.read_until(b"\n", 10, what="the agent to start receiving")
@@ -157,19 +161,33 @@ class SendSession:
         self._commit(path, data)
 
     def _send_literal(self, data: bytes, progress: Callable[[int], None] | None) -> None:
-        chunk = self.chunk
+        chunk = self.chunk - 4  # room for the stream frame's length field
         for i in range(0, len(data), chunk):
             part = data[i:i + chunk]
-            kind, payload = DATA, part
-            if self.caps.compress and len(part) > 64:
-                comp = zlib.compressobj(9, zlib.DEFLATED, -self.caps.wbits)
-                packed = comp.compress(part) + comp.flush()
-                if len(packed) < len(part) - 16:
-                    kind, payload = ZDATA, packed
+            kind, payload = self._pack(part)
             self._send(kind, payload)
             self.stats.payload += len(part)
             if progress is not None:
                 progress(len(part))
+
+    def _pack(self, part: bytes) -> tuple[int, bytes]:
+        """The smallest way to send ``part``: a piece of the session-wide deflate stream
+        (files share their context), a self-contained deflate block on firmware that cannot
+        stream, or the bytes themselves when they do not shrink."""
+        if not self.caps.compress or len(part) <= 64:
+            return DATA, part
+        if self.caps.stream:
+            if self._stream is None:
+                self._stream = zlib.compressobj(9, zlib.DEFLATED, -self.caps.wbits)
+            before = self._stream.copy()
+            packed = self._stream.compress(part) + self._stream.flush(zlib.Z_SYNC_FLUSH)
+            if len(packed) + 3 < len(part):
+                return STREAM, len(part).to_bytes(3, "little") + packed
+            self._stream = before  # the board never sees this piece: keep the streams in step
+            return DATA, part
+        comp = zlib.compressobj(9, zlib.DEFLATED, -self.caps.wbits)
+        packed = comp.compress(part) + comp.flush()
+        return (ZDATA, packed) if len(packed) < len(part) - 16 else (DATA, part)
 
     def mkdir(self, path: str) -> None:
         self._send(MKDIR, path.encode())

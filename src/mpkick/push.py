@@ -56,6 +56,8 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
         missing = missing_folders(target, dest)
         record = HostRecord.for_board(target) if weak_board(target) else None
         remote = remote_tree(target, dest, record) if not missing else []
+        if missing and hasattr(target, "expect_empty"):
+            target.expect_empty(dest)
         the_plan = plan(local, remote, dest, delete, create_dest=missing)
         if on_plan is not None:
             on_plan(the_plan)

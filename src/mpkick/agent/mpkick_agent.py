@@ -71,6 +71,7 @@ def mk_caps():
         "hashlib": bool(hashlib and hasattr(hashlib, "sha256")),
         "crc32": bool(_crc32),
         "deflate": bool(_deflate and _io),
+        "stream": bool(_deflate and _io and hasattr(_deflate, "DeflateIO")),
         "zlib": bool(_zlib and hasattr(_zlib, "decompress")),
         "rename": hasattr(os, "rename"),
         "stat": hasattr(os, "stat"),
@@ -257,6 +258,7 @@ class _Session:
         self.rbuf = bytearray(1024)
         self.f = None
         self.src = None
+        self.zs = None
         self.tmp = None
         self.dest = None
         self.fail = None
@@ -265,6 +267,23 @@ class _Session:
         self.dev = None  # set by F: the whole filesystem is being replaced
         self.blk = None
         self.count = 0
+
+    def stream(self, payload):
+        # One deflate stream for the whole session (files share their context, so a project
+        # compresses as one): every frame ends on a sync flush, so its bytes decode completely.
+        # The source is a BytesIO refilled in place: the unread tail moves to the front.
+        if self.zs is None:
+            self.zsrc = _io.BytesIO()
+            self.zs = _deflate.DeflateIO(self.zsrc, _deflate.RAW, self.wbits)
+            self.zend = 0
+        src = self.zsrc
+        rest = src.read(self.zend - src.tell())
+        src.seek(0)
+        src.write(rest)
+        src.write(payload[3:])
+        self.zend = len(rest) + len(payload) - 3
+        src.seek(0)
+        return self.zs.read(payload[0] | payload[1] << 8 | payload[2] << 16)
 
     def read(self, n):
         mv = memoryview(self.buf)[:n]
@@ -352,6 +371,11 @@ class _Session:
             return
         if kind == 0x50:  # P: copy (offset, length) ranges of the old file into the new one
             self.copy(payload)
+            return
+        if kind == 0x53:  # S: raw length:3, then the next piece of the session's deflate stream
+            data = self.stream(payload)
+            if self.f is not None:
+                self.f.write(data)
             return
         if kind == 0x44 or kind == 0x5A:  # D raw data, Z deflated data
             if self.f is None:
