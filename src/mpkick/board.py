@@ -386,7 +386,7 @@ def _batches(source: str, size: int = 2048) -> list[str]:
     for line in source.splitlines(keepends=True):
         starts = line[:1] not in (" ", "\t", "\n", "#", ")", "]", "}", "")
         follows = line.startswith(("else", "elif", "except", "finally")) or \
-            bool(current) and current[-1].startswith("@")
+            (bool(current) and current[-1].startswith("@"))
         if starts and length >= size and not follows:
             pieces.append("".join(current))
             current, length = [], 0
