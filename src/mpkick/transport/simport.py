@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 
-from ..errors import ConnectError
+from ..errors import ConnectError, DeviceTimeout
 from ..sim.options import SimOptions
 from ..sim.supervisor import VirtualBoard
 from .base import Transport
+
+WRITE_TIMEOUT = 10.0
 
 
 class SimTransport(Transport):
@@ -23,8 +25,14 @@ class SimTransport(Transport):
         return self.board.counters
 
     def write(self, data: bytes) -> None:
+        # A board that stops reading fills the cable's buffer; like a serial port's write
+        # timeout, that ends in DeviceTimeout rather than a wait forever.
+        self._sock.settimeout(WRITE_TIMEOUT)
         try:
             self._sock.sendall(data)
+        except TimeoutError as exc:
+            raise DeviceTimeout(f"the virtual board stopped reading for {WRITE_TIMEOUT:g} s; "
+                                "it may be stalled: retry") from exc
         except OSError as exc:
             raise ConnectError(f"lost the virtual board: {self.board.error or exc}") from exc
 
