@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import posixpath
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import cli, common
+from .common import common_options
+
+if TYPE_CHECKING:
+    from ..target import Usage
 
 
 def _size(text: str) -> int:
@@ -193,3 +201,86 @@ def info(img: str) -> None:
                f"used:         {used} ({_human(used)})\n"
                f"free:         {facts.usage.free} ({_human(facts.usage.free)})\n"
                f"name max:     {facts.name_max}")
+
+
+@contextmanager
+def _bytes_bar(what: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A transfer bar on stderr, only on a terminal and without -q."""
+    if common.options().quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _fill(files: int | None, usage: Usage | None) -> str:
+    if files is None:
+        return "no filesystem that mounts"
+    used = f", {_human(usage.total - usage.free)} used" if usage is not None else ""
+    return f"{files} file(s){used}"
+
+
+@image.command("pull", epilog=common.example(
+    "mpkick -p /dev/ttyACM0 image pull -o backup.img\n"
+    "mpkick image pull -p sim:// -o fs.img && mpkick image ls fs.img"))
+@common_options
+@click.option("-o", "--output", "out", required=True, metavar="IMG", help="Image file to write")
+def pull(out: str) -> None:
+    """Read the board's whole filesystem, block by block, into image file IMG.
+
+    The board's block device (flashbdev, rp2.Flash, the ESP32 'vfs' partition, pyb.Flash) is
+    read as it is, without writing to it; the board hashes what it read and the image is saved
+    only when the hash matches. Inspect the result with the other image commands, push to it
+    with -p image:IMG, or write it back with image flash.
+    """
+    from ..imageio import block_device, image_pull
+
+    with common.open_board() as board:
+        device = block_device(board)
+        with _bytes_bar("pull", device.size) as progress:
+            result = image_pull(board, out, progress)
+    if not common.options().quiet:
+        click.echo(f"{out}: {device.block_count} blocks of {device.block_size} bytes "
+                   f"({_human(device.size)}) from {device.found_as}, sha256 "
+                   f"{result.sha256[:16]}")
+
+
+@image.command("flash", epilog=common.example(
+    "mpkick -p /dev/ttyACM0 image flash fs.img\n"
+    "mpkick image build src -o fs.img --preset rp2 && mpkick -p /dev/ttyACM0 image flash "
+    "fs.img --yes"))
+@common_options
+@click.argument("img")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before replacing the filesystem")
+def flash(img: str, yes: bool) -> None:
+    """Replace the board's whole filesystem with image IMG, verified by hash.
+
+    Every file now on the board is lost: IMG takes the place of its filesystem, block for
+    block. An image whose block size or count differs from the board's is refused before
+    anything is written (build it to fit with image build --block-size/--block-count, or
+    --preset). The board reads every block back and compares its hash, mounts the new
+    filesystem and soft-resets. Keep a copy first with image pull.
+    """
+    from ..errors import MpkickError
+    from ..imageio import image_flash, plan_flash
+
+    with common.open_board() as board:
+        plan = plan_flash(board, img)
+        dev = plan.device
+        if not (yes and common.options().quiet):
+            click.echo(f"This replaces the board's whole filesystem ({dev.found_as}, "
+                       f"{dev.block_count} blocks of {dev.block_size} bytes: "
+                       f"{_fill(plan.board_files, plan.board_usage)})\n"
+                       f"with {img} ({_fill(plan.image_files, plan.image_usage)}).", err=True)
+        if not yes and not click.confirm("Flash it?", default=False, err=True):
+            raise MpkickError("nothing was flashed: the board is as it was")
+        with _bytes_bar("flash", dev.size) as progress:
+            image_flash(board, plan, progress)
+    if not common.options().quiet:
+        click.echo(f"flashed {img} ({_human(dev.size)}), verified by sha256 "
+                   f"{plan.sha256[:16]}; the board was soft-reset")
