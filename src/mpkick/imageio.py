@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from .board import META, Board, _literal
 from .channel import SendSession, receive_frames
-from .errors import InputError, MpkickError, ProtocolError
+from .errors import ConnectError, InputError, MpkickError, ProtocolError
 from .image import detect_geometry, load_image, save_file
 from .target import Usage
 
@@ -87,6 +87,9 @@ def image_pull(board: Board, out_path: str,
     """
     device = block_device(board)
     caps = board.caps
+    if not caps.buffer:
+        raise ConnectError("this board's firmware has no binary stdout (sys.stdout.buffer): "
+                           "update MicroPython to 1.12 or newer to pull its flash")
     data = receive_frames(board.repl, caps, f"mk_pull({caps.chunk})", "the board's flash",
                           progress)
     if len(data) != device.size:
