@@ -162,28 +162,19 @@ class Board:
         if self._agent_loaded:
             return
         want = agent.version(AGENT)
-        lines = self.exec(
-            "import sys\n"
-            f"if {META!r} not in sys.path: sys.path.append({META!r})\n"
-            f"sys.modules.pop({AGENT!r}, None)\n"
-            "try:\n"
-            f" from {AGENT} import *\n"
-            " _mk_v = MK_V\n"
-            "except Exception:\n"
-            " _mk_v = None\n"
-            "_mk_z = 0\n"
-            "try:\n"
-            " import deflate, io, binascii\n"
-            " _mk_z = hasattr(binascii, 'a2b_base64') and hasattr(deflate, 'DeflateIO')\n"
-            "except ImportError:\n"
-            " pass\n"
-            "print(repr((_mk_v, _mk_z)))\n"
-            f"if _mk_v == {want!r}: mk_caps()").decode().split("\n")
-        have, inflates = _literal(lines[0].encode())
-        if have == want:
+        # Short on purpose: it crosses the wire at every connection.
+        out = self.exec(
+            f"import sys\nif {META!r} not in sys.path: sys.path.append({META!r})\n"
+            f"sys.modules.pop({AGENT!r}, 0)\n"
+            f"try:\n from {AGENT} import *\n if MK_V != {want!r}: raise ImportError\n mk_caps()\n"
+            "except Exception:\n try:\n  import deflate, io, binascii\n"
+            "  print(hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64'))\n"
+            " except ImportError:\n  print(False)").decode().strip()
+        if out.startswith("{"):
             self._agent_loaded = True
-            self._set_caps(_literal(lines[1].encode()))
+            self._set_caps(_literal(out.encode()))
             return
+        inflates = out == "True"
         self.log(f"installing the mpkick agent on the board ({want})")
         text = f"MK_V = {want!r}\n{agent.source(AGENT)}"
         if inflates:
