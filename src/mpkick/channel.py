@@ -50,6 +50,7 @@ class Caps:
     buffer: bool = True
     kbd_intr: bool = True
     free: int = 16384
+    id: str | None = None  # the id mpkick keeps on the board, once it has made one
 
     @property
     def compress(self) -> bool:

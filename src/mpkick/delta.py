@@ -278,6 +278,9 @@ class ContentCache:
 
 def board_id(board: Board) -> str:
     """The id mpkick keeps on the board (made on first use), so caches follow the flash."""
+    known = "".join(c for c in board.caps.id or "" if c.isalnum())[:32]
+    if known:
+        return known  # it came with the capabilities: no exchange of its own
     fresh = secrets.token_hex(8)
     text = board.exec(
         "try:\n"

@@ -80,7 +80,13 @@ def mk_caps():
         "buffer": hasattr(sys.stdin, "buffer"),
         "kbd_intr": bool(_mp and hasattr(_mp, "kbd_intr")),
         "free": free,
+        "id": None,
     }
+    try:
+        with open(META + "/id") as f:
+            caps["id"] = f.read().strip()
+    except OSError:
+        pass
     print(repr(caps))
 
 
