@@ -18,7 +18,7 @@ from typing import Any
 
 from . import agent, treecache
 from .channel import Caps, SendSession, receive_file
-from .errors import ConnectError, InputError, ProtocolError
+from .errors import ConnectError, DeviceTimeout, InputError, ProtocolError
 from .repl import RawRepl, Stream
 from .target import Entry, Progress, Usage, is_within, norm
 from .transport import Transport, open_transport
@@ -88,8 +88,9 @@ class Board:
 
     def close(self) -> None:
         """Leave the board at its friendly prompt and let go of the port."""
-        with contextlib.suppress(Exception):
-            self.repl.exit_raw()
+        if not self.repl.broken:
+            with contextlib.suppress(Exception):
+                self.repl.exit_raw()
         self.transport.close()
 
     # ----------------------------------------------------------------- running code
@@ -293,7 +294,12 @@ class Board:
         s = SendSession(self.repl, self.caps)
         try:
             yield s
+        except (ConnectError, DeviceTimeout):
+            self._known = None
+            raise  # the board restarted, vanished or stalled: there is no session to end
         except BaseException:
+            # A host-side failure (or Ctrl-C): the board still listens; end the session so it
+            # leaves its binary mode and the REPL answers again.
             self._known = None
             with contextlib.suppress(Exception):
                 s.close()

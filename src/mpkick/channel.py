@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DeviceTimeout, ProtocolError, os_error
+from .errors import ConnectError, DeviceTimeout, ProtocolError, os_error
 from .repl import RawRepl
 
 SYNC = 0xA5
@@ -113,13 +113,23 @@ class SendSession:
         #: What this session did, for a host that keeps track of the board's tree.
         self.journal: list[tuple[str, str, int, str]] = []
         self._stream: Any = None  # the session's deflate compressor, made on first use
+        self._ended = False  # the board left the session (seen from its prompt)
         self.error_text = ""  # the board's own words for the first error it reported
         repl.send_code(f"mk_recv({caps.chunk})".encode())
-        ready = repl.read_until(b"\n", 10, what="the agent to start receiving")
+        # The first byte tells: 06 the agent runs, 04 the board raised instead (it says why).
+        ready = repl.read_exact(1, 10)
+        if ready != b"\x06":
+            repl.fail(ready + repl.read_until(b"\n", 10, what="the agent to start receiving"))
+        try:
+            ready += repl.read_until(b"\n", 2, what="the agent to start receiving")
+        except DeviceTimeout:
+            ready += repl.drain(0, limit=0)  # its newline lost: the agent waits for frames
         if not ready.startswith(b"\x06READY"):
-            repl.fail(ready)  # the board raised instead (it says why)
+            raise ProtocolError(f"the agent answered {ready!r} instead of READY: retry")
         #: Frame size the board could allocate (less than asked on a fragmented heap).
-        self.chunk = int(ready.split()[1]) if len(ready.split()) > 1 else caps.chunk
+        # (A size damaged on the way cannot be trusted; 256 bytes always fit: slow, but right.)
+        said = ready.split()[1] if len(ready.split()) > 1 else b""
+        self.chunk = min(int(said), caps.chunk) if said.isdigit() else 256
         self.window_bytes = max(2 * self.chunk + 1024, 4096)
 
     # ----------------------------------------------------------------- operations
@@ -215,7 +225,16 @@ class SendSession:
         self._send(END, b"")
         while self._unacked:
             self._wait_ack()
-        self.repl.finish(30)
+        if self._ended:
+            if self._error is not None:
+                raise self._error
+            return
+        try:
+            # The end was acknowledged: every operation is done. The board's closing bytes
+            # follow at once; if one of them is damaged, only the REPL needs finding again.
+            self.repl.finish(3)
+        except (DeviceTimeout, ProtocolError):
+            self.repl.enter_raw()
         if self._error is not None:
             raise self._error
 
@@ -241,36 +260,70 @@ class SendSession:
         self.stats.frames += 1
 
     def _wait_ack(self) -> None:
-        for attempt in range(4):
+        """Take one answer from the board. Answers are cumulative (the board works in order),
+        so a damaged one is skipped and the next good one covers it; when nothing good follows,
+        the host resyncs and resends what is unacknowledged, and the board re-acknowledges
+        what it already has. A damaged byte on the way back costs a resend, not the push."""
+        for attempt in range(6):
             try:
-                head = self.repl.read_exact(2, self.ack_timeout)
+                code = self.repl.read_exact(1, self.ack_timeout)[0]
+                if code not in (ACK, NAK, ERR):
+                    self._damaged(code)
+                    if not self._unacked:
+                        return  # the board left the session: nothing is outstanding
+                    continue
+                seq = self.repl.read_exact(1, 0.5)[0]  # half an answer, then silence: damage
             except DeviceTimeout:
-                if attempt == 3:
+                if attempt == 5:
                     raise
                 self._resend(self._unacked[0][0])  # lost bytes: resync and send again
                 continue
-            code, seq = head
-            if code == ACK:
-                self._acked(seq)
-                return
+            pending = [s for s, _ in self._unacked]
             if code == NAK:
                 self._resend(seq)
                 return
-            if code == ERR:
-                line = self.repl.read_until(b"\n", self.ack_timeout).decode("utf-8", "replace")
-                errno_text, _, message = line.strip().partition(" ")
-                path = self._path_of(seq)
-                if self._error is None:
-                    self.error_text = message
-                    err = os_error(int(errno_text) if errno_text.isdigit() else 5, path)
-                    if "hash mismatch" in message:
-                        err = OSError(5, "the board's copy did not match after writing", path)
-                    self._error = err
+            if seq not in pending:
+                continue  # a second answer to a frame sent twice, or a damaged number
+            if code == ACK:
                 self._acked(seq)
                 return
-            raise ProtocolError(f"unexpected reply {head!r} from the agent; the board may have "
-                                "reset: retry")
+            self._board_error(seq)
+            return
         raise DeviceTimeout("the board stopped acknowledging data; replug it and retry")
+
+    def _board_error(self, seq: int) -> None:
+        line = self.repl.read_until(b"\n", self.ack_timeout).decode("utf-8", "replace")
+        errno_text, _, message = line.strip().partition(" ")
+        path = self._path_of(seq)
+        if self._error is None:
+            self.error_text = message
+            err = os_error(int(errno_text) if errno_text.isdigit() else 5, path)
+            if "hash mismatch" in message:
+                err = OSError(5, "the board's copy did not match after writing", path)
+            elif "operation(s) failed" in message:
+                err = OSError(5, f"the board reports {message}; push again", path or None)
+            self._error = err
+        self._acked(seq)
+
+    def _damaged(self, code: int) -> None:
+        """A byte that starts no answer. Look ahead: a board that restarted says so in its
+        banner; a board that already left the session shows its prompt."""
+        ahead = self.repl.drain(0.05, limit=0.2)
+        seen = bytes((code,)) + ahead
+        if b"MicroPython" in seen or b"soft reboot" in seen:
+            raise ConnectError("the board restarted in the middle of the transfer (power, reset "
+                               "button or a crash); files it had finished are intact: run the "
+                               "command again")
+        end_seq = next((s for s, f in self._unacked if f[1] == END), None)
+        if end_seq is not None and seen.endswith(b"\x04\x04>"):
+            # The board left the session; whether its last answers said "all done" is in them.
+            self._unacked.clear()
+            self._ended = True
+            if bytes((ACK, end_seq, 4)) not in seen and self._error is None:
+                self._error = OSError(5, "the board's last answers were damaged on the way, so "
+                                      "it is not known that every file was written: push again")
+            return
+        self.repl.unread(ahead)  # the answers after the damaged byte are still good
 
     def _acked(self, seq: int) -> None:
         while self._unacked:

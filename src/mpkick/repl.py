@@ -55,6 +55,7 @@ class RawRepl:
         self.raw_paste: bool | None = None  # None: not probed yet
         self.in_raw = False
         self.interrupted = False  # entering the raw REPL stopped a running program
+        self.broken = False
 
     # ----------------------------------------------------------------- reading
 
@@ -129,8 +130,16 @@ class RawRepl:
             data += chunk
         return data
 
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what is still to be read."""
+        self._buf[:0] = data
+
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        try:
+            self.transport.write(data)
+        except (DeviceTimeout, ConnectError):
+            self.broken = True  # a link that refused bytes is not written to again on close
+            raise
 
     # ----------------------------------------------------------------- modes
 
@@ -175,7 +184,7 @@ class RawRepl:
 
     # ----------------------------------------------------------------- running code
 
-    def send_code(self, code: bytes, timeout: float = 10.0) -> None:
+    def send_code(self, code: bytes, timeout: float = 10.0, retry: bool = True) -> None:
         """Hand ``code`` to the raw REPL; it starts running once this returns."""
         if self.raw_paste is not False:
             self.write(b"\x05A\x01")
@@ -183,6 +192,12 @@ class RawRepl:
             if reply == b"R\x01":
                 self.raw_paste = True
                 self._paste(code, timeout)
+                return
+            if reply[:1] == b"R" and reply != b"R\x00" and retry:
+                # A raw-paste answer damaged on the way: Ctrl-C ends raw-paste mode, Ctrl-A
+                # gives the raw prompt again; then once more from the start.
+                self.enter_raw()
+                self.send_code(code, timeout, retry=False)
                 return
             if reply != b"R\x00":
                 # Firmware older than raw-paste: it took our bytes as input and re-entered.
@@ -223,8 +238,17 @@ class RawRepl:
         """Collect the output of running code; raise what it raised."""
         wait = timeout if timeout is not None else 1e9
         out = self.read_until(b"\x04", wait, stream, what="the code's output")[:-1]
-        err = self.read_until(b"\x04", wait, what="the code's error output")[:-1]
-        self.read_until(b">", wait, what="the raw REPL prompt")
+        try:
+            # Error output and prompt follow the output at once; silence means a damaged byte.
+            err = self.read_until(b"\x04", 2, what="the code's error output")[:-1]
+        except DeviceTimeout:
+            self.enter_raw()
+            raise ProtocolError("the board's answer was damaged on the way (a lost byte): "
+                                "run the command again") from None
+        try:
+            self.read_until(b">", 2, what="the raw REPL prompt")
+        except DeviceTimeout:
+            self.enter_raw()  # a damaged prompt: find the REPL again rather than fail
         if err:
             raise error_from_traceback(err.decode("utf-8", "replace"))
         return out

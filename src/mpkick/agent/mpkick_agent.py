@@ -265,6 +265,7 @@ class _Session:
         self.f = None
         self.src = None
         self.zs = None
+        self.errors = 0
         self.tmp = None
         self.dest = None
         self.fail = None
@@ -357,13 +358,19 @@ class _Session:
                     pass  # the flash already failed and was reported; nothing mounts
                 if self.man is not None:
                     _save_manifest(self.man)
-                self.reply(0x06, seq)
+                # The end answers for the whole session: an error the host may have missed
+                # (its answer damaged on the way) still shows here.
+                if self.errors:
+                    self.reply(0x45, seq, "5 %d operation(s) failed" % self.errors)
+                else:
+                    self.reply(0x06, seq)
                 return
             try:
                 self.op(kind, payload)
                 self.reply(0x06, seq)
             except Exception as e:
                 self.abandon()
+                self.errors += 1
                 err = e.args[0] if e.args and isinstance(e.args[0], int) else 5
                 self.reply(0x45, seq, "%d %s" % (err, e))
 
