@@ -127,15 +127,17 @@ def test_a_power_cut_boots_the_board_afresh_not_as_a_soft_reboot(tmp_path: Path)
 
 
 def test_boot_noise_and_a_main_py_that_never_stops_do_not_keep_mpkick_out(tmp_path: Path) -> None:
-    # loop_main=1 is not exercised here yet: its main.py did not reach the flash (see report).
-    url = f"sim://{tmp_path / 'f.img'}?noise=200"
+    url = f"sim://{tmp_path / 'f.img'}?noise=200&loop_main=1"
 
-    def use() -> bytes:
+    def use() -> tuple[bytes, str | None, bytes]:
         with Board.connect(url) as b:
             b.write("/x.txt", b"hello")
-            return b.read("/x.txt")
+            return b.read("/x.txt"), b.interrupt_note, b.read("/main.py")
 
-    assert bounded(use) == b"hello"
+    data, note, main = bounded(use)
+    assert data == b"hello"
+    assert note and "stopped the program" in note  # the endless main.py was running
+    assert b"while True" in main
 
 
 def test_a_stalled_link_times_out_with_a_message(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ KEYS = {"port", "src", "dest", "ignore", "delete", "compile", "no_compile", "req
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc}; fix or remove the file") from exc
     return data

@@ -11,14 +11,10 @@
 
 def _boot():
     import builtins
-    import micropython
     import os
     import sys
     import vfs
 
-    # Like a board's frozen _boot.py, the set-up cannot be interrupted: a Ctrl-C sent while the
-    # board boots waits for boot.py / main.py (the supervisor holds it until then).
-    micropython.kbd_intr(-1)
 
     class Flash:
         """Block device over the image file, unbuffered: a returned write is on the flash."""
@@ -144,7 +140,9 @@ def _boot():
     if len(sys_argv) > 5 and sys_argv[5]:
         hide(sys_argv[5].split(","))
     sys.atexit(soft_reset)
-    micropython.kbd_intr(3)
+    # Like a board's frozen _boot.py, the set-up cannot be interrupted: the supervisor holds
+    # every Ctrl-C until this mark (which it hides), so boot.py and main.py get them.
+    print("\x1b[mpkick-sim-ready]")
     run("boot.py")
     if mode == "raw":
         print("\x1b[mpkick-sim-raw]")

@@ -50,6 +50,7 @@ RAW_MARK = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_MARK = b'Type "help()" for more information.'
 PROMPT = b">>> "
 HIDE_MARK = b"\x1b[mpkick-sim-raw]\n"
+READY_MARK = b"\x1b[mpkick-sim-ready]\n"  # the firmware's set-up is done: Ctrl-C may interrupt
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 #: What an ESP32's ROM prints at 74880 baud before MicroPython starts; a host reads it as garbage.
 ROM_NOISE = (b"\x00\xff\xfe\x1cets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),"
@@ -59,7 +60,7 @@ LOOP_MAIN = ("n = 0\n"
              "while True:\n"
              "    print('main.py is busy', n)\n"
              "    n += 1\n")
-KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK, HIDE_MARK))
+KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK, HIDE_MARK, READY_MARK))
 LAUNCHER = (
     "import signal, sys\n"
     "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"  # CPython's handler would swallow Ctrl-C
@@ -190,6 +191,7 @@ class VirtualBoard:
         self._unplugged = threading.Event()
         self.raw_mode = False
         self._booting = True
+        self._armed = False  # no SIGINT before the firmware's ready mark
         self._hiding = False
         self._scan = b""
         self._last_out = 10
@@ -349,6 +351,7 @@ class VirtualBoard:
         os.set_blocking(master, False)
         self._child_fd = master
         self._booting = True
+        self._armed = False  # no SIGINT before the firmware's ready mark
         self._hiding = False
         self.raw_mode = raw
         self._scan = b""
@@ -549,7 +552,7 @@ class VirtualBoard:
                 self._booting = False
                 self._to_child[:0] = b"\x01"  # a board that was in the raw REPL comes back in it
                 continue
-            marks = [RAW_MARK, FRIENDLY_MARK, HIDE_MARK]
+            marks = [RAW_MARK, FRIENDLY_MARK, HIDE_MARK, READY_MARK]
             if self._booting and not self.raw_mode:
                 marks.append(PROMPT)
             hits = []
@@ -561,7 +564,10 @@ class VirtualBoard:
                 out += self._text(buf[pos:])
                 break
             end, i, mark = min(hits)
-            if mark is HIDE_MARK:
+            if mark is READY_MARK:
+                out += self._text(buf[pos:i])
+                self._armed = True
+            elif mark is HIDE_MARK:
                 out += self._text(buf[pos:i])
                 self._hiding = True
             else:
@@ -586,7 +592,8 @@ class VirtualBoard:
     def _interrupt_during_boot(self) -> None:
         """A looping main.py is stopped by Ctrl-C even though input is held until the REPL."""
         idx = self._to_child.find(b"\x03")
-        if idx >= 0 and self._proc is not None and _sigint_caught(self._proc.pid):
+        if idx >= 0 and self._armed and self._proc is not None \
+                and _sigint_caught(self._proc.pid):
             del self._to_child[idx]
             self._send_sigint()
 
