@@ -119,9 +119,12 @@ def render(rows: list[tuple[str, list[faultlib.Outcome]]], bench: faultlib.Bench
               "carry no checksum: a damaged byte there gives a Python error on the board or a "
               "garbled name on the host, not a resend. File content is never affected: it only "
               "travels in checked frames and is committed after the board re-hashes it.",
-              "- A damaged acknowledgement is not recovered: the push stops with "
-              "`ProtocolError` (or a 10 s timeout when the damage hits the final prompt); the "
-              "next push completes.",
+              "- Damaged answers from the board are mostly recovered (acknowledgements are "
+              "cumulative; damage is skipped or resynced and resent; the board's answer to the "
+              "end of a session reports how many operations failed). What remains ends in a "
+              "clear error: a damaged raw-paste flow-control byte, a READY line damaged twice, "
+              "or a lost answer to the end of the session, where mpkick says it cannot know "
+              "that every file was written rather than claim success.",
               ""]
     return "\n".join(lines)
 

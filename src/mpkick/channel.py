@@ -116,19 +116,20 @@ class SendSession:
         self._ended = False  # the board left the session (seen from its prompt)
         self.error_text = ""  # the board's own words for the first error it reported
         repl.send_code(f"mk_recv({caps.chunk})".encode())
-        # The first byte tells: 06 the agent runs, 04 the board raised instead (it says why).
-        ready = repl.read_exact(1, 10)
-        if ready != b"\x06":
-            repl.fail(ready + repl.read_until(b"\n", 10, what="the agent to start receiving"))
+        # The first byte tells: 04 the board raised instead (it says why); anything else is
+        # the agent's READY line, which only the agent prints, damaged or not.
+        first = repl.read_exact(1, 10)
+        if first == b"\x04":
+            repl.fail(first + repl.read_until(b"\n", 10, what="the board's error"))
         try:
-            ready += repl.read_until(b"\n", 2, what="the agent to start receiving")
+            ready = first + repl.read_until(b"\n", 2, what="the agent to start receiving")
         except DeviceTimeout:
-            ready += repl.drain(0, limit=0)  # its newline lost: the agent waits for frames
-        if not ready.startswith(b"\x06READY"):
+            ready = first + repl.drain(0, limit=0)  # its newline lost: the agent waits for frames
+        if first != b"\x06" and b"READY" not in ready:
             raise ProtocolError(f"the agent answered {ready!r} instead of READY: retry")
-        #: Frame size the board could allocate (less than asked on a fragmented heap).
-        # (A size damaged on the way cannot be trusted; 256 bytes always fit: slow, but right.)
-        said = ready.split()[1] if len(ready.split()) > 1 else b""
+        #: Frame size the board could allocate (less than asked on a fragmented heap). A size
+        #: damaged on the way cannot be trusted: 256 bytes always fit (slow, but right).
+        said = ready.split()[-1] if ready.split() else b""
         self.chunk = min(int(said), caps.chunk) if said.isdigit() else 256
         self.window_bytes = max(2 * self.chunk + 1024, 4096)
 
