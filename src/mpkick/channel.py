@@ -124,7 +124,7 @@ class SendSession:
         try:
             ready = first + repl.read_until(b"\n", 2, what="the agent to start receiving")
         except DeviceTimeout:
-            ready = first + repl.drain(0, limit=0)  # its newline lost: the agent waits for frames
+            ready = first + repl.take()  # its newline lost: the agent waits for frames
         if first != b"\x06" and b"READY" not in ready:
             raise ProtocolError(f"the agent answered {ready!r} instead of READY: retry")
         #: Frame size the board could allocate (less than asked on a fragmented heap). A size
@@ -371,7 +371,7 @@ def receive_frames(repl: RawRepl, caps: Caps, code: str, what: str,
         head = repl.read_exact(8, 10)
         if head[0] != SYNC:
             # Not a frame: the board raised (e.g. no such file) and printed a traceback.
-            repl._buf[:0] = head
+            repl.unread(head)
             repl.finish(10)
             raise ProtocolError(f"the board sent something other than the data of {what}")
         n = int.from_bytes(head[1:4], "little")

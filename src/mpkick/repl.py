@@ -130,6 +130,14 @@ class RawRepl:
             data += chunk
         return data
 
+    def take(self, timeout: float = 0.0) -> bytes:
+        """What is buffered, plus what arrives within ``timeout`` (one read; 0: none)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        if timeout > 0:
+            data += self.transport.read(65536, timeout)
+        return data
+
     def unread(self, data: bytes) -> None:
         """Put ``data`` back in front of what is still to be read."""
         self._buf[:0] = data

@@ -272,9 +272,7 @@ class Watcher:
         """Stream a running program's output; while idle, notice a board that restarted."""
         assert self.board is not None
         repl = self.board.repl
-        data = bytes(repl._buf) if repl._buf else b""
-        repl._buf.clear()
-        data += self.board.transport.read(65536, timeout)
+        data = repl.take(timeout)
         if not data:
             return
         if not self._running:
