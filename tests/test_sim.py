@@ -180,3 +180,29 @@ def test_mpremote_works_against_mpkick_sim(tmp_path: Path) -> None:
     finally:
         sim.terminate()
         sim.wait(10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_supervisor_takes_its_board_down_with_it(tmp_path: Path) -> None:
+    """An orphaned board would live on, spinning on a dead pty, long after mpkick was killed."""
+    script = ("import sys, time\nfrom mpkick.board import Board\n"
+              f"b = Board.connect('sim://{tmp_path}/f.img')\n"
+              "b.repl.send_code(b'while True:\\n    pass')\n"  # busy, deaf to its pty
+              "print(b.transport.board._proc.pid, flush=True)\ntime.sleep(60)\n")
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert host.stdout is not None
+    child = int(host.stdout.readline())
+    host.kill()
+    host.wait(10)
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return True
+        return state in ("Z", "X")  # dead; only waiting to be reaped by init
+
+    deadline = time.monotonic() + 10
+    while not gone():
+        assert time.monotonic() < deadline, "the virtual board outlived its supervisor"
+        time.sleep(0.05)

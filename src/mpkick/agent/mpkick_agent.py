@@ -297,6 +297,8 @@ class _Session:
         got = 0
         while got < n:
             k = self.inp.readinto(mv[got:])
+            if k == 0:
+                raise OSError(5, "the host hung up")  # EOF: nobody will ever send the rest
             if k:
                 got += k
         return mv
@@ -313,7 +315,8 @@ class _Session:
         win = bytearray(n)
         one = bytearray(1)
         while True:
-            self.inp.readinto(one)
+            if self.inp.readinto(one) == 0:
+                raise OSError(5, "the host hung up")
             win[:-1] = win[1:]
             win[-1] = one[0]
             if win == RESYNC:

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,22 @@ class Faults:
             )
         except ValueError as exc:
             raise InputError(f"bad sim:// fault option: {exc}") from exc
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A function for the child to call before exec so that a board whose supervisor is killed
+    (kill -9, a crash) is powered off too, instead of living on, orphaned, on a dead pty.
+    Resolved here in the parent: after a fork in a threaded process the child must not import.
+    Linux only (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)
 
 
 def _sigint_caught(pid: int) -> bool:
@@ -343,7 +360,8 @@ class VirtualBoard:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
         try:
             self._proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
-                                          start_new_session=True, close_fds=True, env=env)
+                                          start_new_session=True, close_fds=True, env=env,
+                                          preexec_fn=_parent_death_hook())
         except OSError as exc:
             raise ConnectError(f"cannot start MicroPython ({args[0]}): {exc}") from exc
         finally:
