@@ -15,6 +15,7 @@ from .boardstate import HostRecord, is_board, missing_folders, remote_tree, veri
 from .channel import file_digest
 from .errors import InputError
 from .ignore import IgnoreRules
+from .ports import open_target
 from .sync import ApplyProgress, LocalTree, Plan, Result, Transfer, apply, plan, scan_local
 from .target import Target, norm
 
@@ -80,17 +81,6 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
     finally:
         if own:
             target.close()
-
-
-def open_target(port: str, verbose: int = 0, log: Callable[[str], None] | None = None) -> Target:
-    """``image:PATH`` as an image target, anything else as a connected board."""
-    if port.startswith("image:"):
-        from .image import open_image
-
-        return open_image(port[len("image:"):])
-    from .board import Board
-
-    return Board.connect(port, verbose=verbose, log=log)
 
 
 def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,

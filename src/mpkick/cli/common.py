@@ -76,24 +76,34 @@ def _common(f: F, port_names: tuple[str, ...]) -> F:
 
 def open_target(port: str | None = None) -> Target:
     """The filesystem target the user named: ``image:PATH`` or a board."""
-    url = port or options().resolved_port()
-    if url.startswith("image:"):
-        from ..image import open_image
+    from ..ports import open_target as open_url
 
-        return open_image(url[len("image:"):])
-    return open_board(url)
+    context = click.get_current_context(silent=True)  # None when called outside a command
+    verbose = context.ensure_object(Options).verbose if context is not None else 0
+    return open_url(port or options().resolved_port(), verbose)
 
 
 def open_board(port: str | None = None) -> Board:
     """A connected ``Board`` for the port the user named."""
     from ..board import Board
+    from ..ports import IMAGE
 
     url = port or options().resolved_port()
-    if url.startswith("image:"):
+    if url.startswith(IMAGE):
         from ..errors import InputError
 
         raise InputError(f"{url} is an image file, not a board: this command needs a board")
     return Board.connect(url, verbose=options().verbose)
+
+
+def human(n: int) -> str:
+    """A size on flash, in binary units as boards and littlefs count them."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
 
 
 def example(text: str) -> str:

@@ -134,7 +134,8 @@ def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bo
     SRC and DEST default to `src` and `dest` in mpkick.toml / [tool.mpkick], else `.` and `/`.
     .gitignore and .mpkickignore rules (and caches, editor files) are left on the host.
     """
-    from ..push import kick, open_target
+    from ..ports import open_target
+    from ..push import kick
 
     opts = common.options()
     opts.load_settings()
