@@ -15,7 +15,14 @@ import click
 from ..errors import InputError
 from ..target import Entry, Target, makedirs, norm, remove_tree
 from . import cli
-from .common import common_options, common_options_long_port, example, open_board, open_target
+from .common import (
+    common_options,
+    common_options_long_port,
+    example,
+    human,
+    open_board,
+    open_target,
+)
 
 
 def board_path(text: str) -> str:
@@ -25,14 +32,6 @@ def board_path(text: str) -> str:
 
 def out(text: str = "") -> None:
     click.echo(text)
-
-
-def human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 @cli.command("info")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import cli, common
-from .common import common_options
+from .common import common_options, human
 
 if TYPE_CHECKING:
     from ..target import Usage
@@ -23,12 +23,6 @@ def _size(text: str) -> int:
     from ..image import parse_size
 
     return parse_size(text)
-
-
-def _human(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
 
 
 def _when(mtime: int | None) -> str:
@@ -84,8 +78,8 @@ def build(src: Path, out: str, size: str | None, block_size: int | None,
     if not opts.quiet:
         used = result.usage.total - result.usage.free
         click.echo(f"{out}: {result.files} files, {result.folders} folders, "
-                   f"{_human(result.data_bytes)} of data; {_human(used)} used of "
-                   f"{_human(result.usage.total)} ({bsize}-byte blocks)")
+                   f"{human(result.data_bytes)} of data; {human(used)} used of "
+                   f"{human(result.usage.total)} ({bsize}-byte blocks)")
 
 
 @image.command("ls", epilog=common.example("mpkick image ls -l fs.img /lib"))
@@ -197,9 +191,9 @@ def info(img: str) -> None:
                f"littlefs:     v{facts.disk_version}\n"
                f"block size:   {facts.block_size}\n"
                f"block count:  {facts.block_count}\n"
-               f"size:         {facts.usage.total} ({_human(facts.usage.total)})\n"
-               f"used:         {used} ({_human(used)})\n"
-               f"free:         {facts.usage.free} ({_human(facts.usage.free)})\n"
+               f"size:         {facts.usage.total} ({human(facts.usage.total)})\n"
+               f"used:         {used} ({human(used)})\n"
+               f"free:         {facts.usage.free} ({human(facts.usage.free)})\n"
                f"name max:     {facts.name_max}")
 
 
@@ -221,7 +215,7 @@ def _bytes_bar(what: str, total: int) -> Iterator[Callable[[int], None] | None]:
 def _fill(files: int | None, usage: Usage | None) -> str:
     if files is None:
         return "no filesystem that mounts"
-    used = f", {_human(usage.total - usage.free)} used" if usage is not None else ""
+    used = f", {human(usage.total - usage.free)} used" if usage is not None else ""
     return f"{files} file(s){used}"
 
 
@@ -246,7 +240,7 @@ def pull(out: str) -> None:
             result = image_pull(board, out, progress)
     if not common.options().quiet:
         click.echo(f"{out}: {device.block_count} blocks of {device.block_size} bytes "
-                   f"({_human(device.size)}) from {device.found_as}, sha256 "
+                   f"({human(device.size)}) from {device.found_as}, sha256 "
                    f"{result.sha256[:16]}")
 
 
@@ -282,5 +276,5 @@ def flash(img: str, yes: bool) -> None:
         with _bytes_bar("flash", dev.size) as progress:
             image_flash(board, plan, progress)
     if not common.options().quiet:
-        click.echo(f"flashed {img} ({_human(dev.size)}), verified by sha256 "
+        click.echo(f"flashed {img} ({human(dev.size)}), verified by sha256 "
                    f"{plan.sha256[:16]}; the board was soft-reset")
