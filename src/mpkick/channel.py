@@ -142,8 +142,9 @@ class SendSession:
         self._commit(path, data)
 
     def _commit(self, path: str, data: bytes) -> None:
-        self._send(COMMIT, file_digest(data, self.caps.hashlib).encode())
-        self.journal.append(("put", path, len(data), hashlib.sha256(data).hexdigest()))
+        sha = hashlib.sha256(data).hexdigest()
+        self._send(COMMIT, (sha if self.caps.hashlib else file_digest(data, False)).encode())
+        self.journal.append(("put", path, len(data), sha))
 
     def put_delta(self, path: str, ops: Sequence[tuple[int, int] | bytes], data: bytes,
                   progress: Callable[[int], None] | None = None) -> None:
