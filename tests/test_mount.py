@@ -459,16 +459,13 @@ def _cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
 
 
-def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
-    image = pytest.importorskip("mpkick.image", reason="mpkick.image not in the tree yet")
-    pytest.importorskip("littlefs", reason="littlefs-python not installed")
-    img = tmp_path / "fs.img"
-    image.open_image(str(img), create=True).close()
-    mp = tmp_path / "fs"  # the default: the image's name without its extension
-    proc = _cli("-p", f"image:{img}", "mount", cwd=tmp_path)
+def cli_mount(url: str, mp: Path, cwd: Path, work: Callable[[], object]) -> str:
+    """Run ``mpkick -p URL mount`` (default mountpoint), do ``work`` in the mount, leave with
+    ``mpkick umount``; both commands must succeed. Returns what ``mount`` printed."""
+    proc = _cli("-p", url, "mount", cwd=cwd)
     try:
         wait_until(lambda: os.path.ismount(mp), "mpkick mount", lambda: proc.poll() is None)
-        (mp / "main.py").write_text("print(1)\n")
+        work()
         done = subprocess.run([sys.executable, "-m", "mpkick", "umount", str(mp)],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -479,6 +476,17 @@ def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out
+    return out
+
+
+def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
+    image = pytest.importorskip("mpkick.image", reason="mpkick.image not in the tree yet")
+    pytest.importorskip("littlefs", reason="littlefs-python not installed")
+    img = tmp_path / "fs.img"
+    image.open_image(str(img), create=True).close()
+    mp = tmp_path / "fs"  # the default: the image's name without its extension
+    out = cli_mount(f"image:{img}", mp, tmp_path,
+                    lambda: (mp / "main.py").write_text("print(1)\n"))
     assert f"mounted image:{img} at fs" in out and "unmounted fs" in out
     with image.open_image(str(img)) as t:
         assert t.read("/main.py") == b"print(1)\n"
@@ -549,20 +557,8 @@ def test_cli_mounts_a_virtual_board_and_its_repl_sees_the_files(tmp_path: Path) 
     mp = tmp_path / "board"  # the default for a board
     with board.Board.connect(url) as b:  # a program that runs forever (and leaves no file)
         b.write("/main.py", b"import os\nos.remove('main.py')\nwhile True:\n    pass\n")
-    proc = _cli("-p", url, "mount", cwd=tmp_path)
-    try:
-        wait_until(lambda: os.path.ismount(mp), "mpkick mount", lambda: proc.poll() is None)
-        subprocess.run(f"cp -r {src}/. {mp}/ && diff -r {src} {mp}", shell=True, check=True)
-        done = subprocess.run([sys.executable, "-m", "mpkick", "umount", str(mp)],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        out, _ = proc.communicate()
-    finally:
-        if proc.poll() is None:
-            unmount(mp)
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, out
+    out = cli_mount(url, mp, tmp_path, lambda: subprocess.run(
+        f"cp -r {src}/. {mp}/ && diff -r {src} {mp}", shell=True, check=True))
     assert "stopped the program that was running on the board" in out
     with board.Board.connect(url) as b:
         on_board = {p: b.eval(f"open({p!r}, 'rb').read()") for p in host_files(src)}
