@@ -11,6 +11,8 @@ import pytest
 
 from mpkick.board import Board
 from mpkick.errors import BoardError, ConnectError
+from mpkick.sim.options import parse_url
+from mpkick.sim.supervisor import VirtualBoard
 from mpkick.target import Target
 
 
@@ -68,6 +70,38 @@ def test_the_agent_stays_on_the_board_and_is_not_resent(sim_url: str) -> None:
         b.load_agent()
         second = b.transport.board.counters.host_to_board  # type: ignore[attr-defined]
     assert second < first / 5
+
+
+def test_an_agent_of_another_version_is_replaced_even_while_it_is_imported(
+        tmp_path: Path) -> None:
+    """Connections between two boots share the REPL: the agent an earlier one imported is used
+    as it is, unless it is of another version (then it is installed afresh, once)."""
+    vb = VirtualBoard(parse_url(f"sim://{tmp_path / 'flash.img'}"))
+    port = vb.start("pty")
+    assert isinstance(port, str)
+    try:
+        with Board.connect(port) as b:
+            b.write("/a.txt", b"a")
+        with Board.connect(port) as b:  # what an older mpkick left: on the flash and imported
+            b.exec("import mpkick_agent\nmpkick_agent.MK_V = 'older'\n"
+                   "with open('/.mpkick/mpkick_agent.py') as f: s = f.read()\n"
+                   "with open('/.mpkick/mpkick_agent.py', 'w') as f:"
+                   " f.write(\"MK_V = 'older'\\n\" + s.split('\\n', 1)[1])")
+        sent = vb.counters.host_to_board
+        with Board.connect(port) as b:
+            assert b.read("/a.txt") == b"a"
+        reinstall = vb.counters.host_to_board - sent
+        sent = vb.counters.host_to_board
+        with Board.connect(port) as b:
+            assert b.read("/a.txt") == b"a"
+            assert b.eval("__import__('sys').modules['mpkick_agent'].MK_V") != "older"
+            module = b.eval("id(__import__('sys').modules['mpkick_agent'])")
+        again = vb.counters.host_to_board - sent
+        assert again < reinstall / 5
+        with Board.connect(port) as b:  # the same module: not read and compiled again
+            assert b.eval("id(__import__('sys').modules['mpkick_agent'])") == module
+    finally:
+        vb.close()
 
 
 def test_a_looping_program_is_interrupted_on_connect(sim_url: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import agent, treecache
-from .channel import Caps, SendSession, receive_file
+from .channel import CAP_FLAGS, Caps, SendSession, receive_file
 from .errors import ConnectError, DeviceTimeout, InputError, ProtocolError
 from .repl import RawRepl, Stream
 from .target import Entry, Progress, Usage, is_within, norm
@@ -153,7 +153,7 @@ class Board:
     # ----------------------------------------------------------------- the agent
 
     def load_agent(self, store: bool = True) -> None:
-        """Import the agent the board keeps and learn its capabilities, in one exchange; on a
+        """Import the agent the board keeps and learn its capabilities in one exchange; on a
         board without it (or with an older one) send it once, compressed where the board can
         inflate, and let it store itself under /.mpkick.
 
@@ -163,19 +163,22 @@ class Board:
         if self._agent_loaded:
             return
         want = agent.version(AGENT)
-        # Short on purpose: it crosses the wire at every connection.
+        # Short on purpose: it crosses the wire at every connection. An agent imported by an
+        # earlier connection since the board booted is used as it is (no compiling again); one
+        # of another version is dropped, and then installed afresh.
         out = self.exec(
-            f"import sys\nif {META!r} not in sys.path: sys.path.append({META!r})\n"
-            f"sys.modules.pop({AGENT!r}, 0)\n"
-            f"try:\n from {AGENT} import *\n if MK_V != {want!r}: raise ImportError\n mk_caps()\n"
-            "except Exception:\n try:\n  import deflate, io, binascii\n"
-            "  print(hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64'))\n"
-            " except ImportError:\n  print(False)").decode().strip()
-        if out.startswith("{"):
+            f"import sys\nif {META!r} not in sys.path:sys.path.append({META!r})\n"
+            f"try:\n from {AGENT} import *\n mk_caps({want!r})\n"
+            f"except Exception:\n sys.modules.pop({AGENT!r},0);print(0)").decode().strip()
+        if out.startswith("("):
             self._agent_loaded = True
             self._set_caps(_literal(out.encode()))
             return
-        inflates = out == "True"
+        # Not there, or another version: the first connection to this board (once per update).
+        inflates = self.exec(
+            "try:\n import deflate, io, binascii\n"
+            " print(hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64'))\n"
+            "except ImportError:\n print(False)").decode().strip() == "True"
         self.log(f"installing the mpkick agent on the board ({want})")
         text = f"MK_V = {want!r}\n{agent.source(AGENT)}"
         if inflates:
@@ -198,10 +201,10 @@ class Board:
         assert self._caps is not None
         return self._caps
 
-    def _set_caps(self, raw: dict[str, Any]) -> None:
-        self._caps = Caps(**{k: v for k, v in raw.items() if k in Caps.__annotations__})
-        self.log("board offers: " + ", ".join(k for k, v in raw.items() if v is True))
-        missing = [k for k, v in raw.items() if v is False]
+    def _set_caps(self, report: tuple[int, int, str | None]) -> None:
+        self._caps = caps = Caps.from_report(*report)
+        self.log("board offers: " + ", ".join(k for k in CAP_FLAGS if getattr(caps, k)))
+        missing = [k for k in CAP_FLAGS if not getattr(caps, k)]
         if missing:
             self.log("board lacks: " + ", ".join(missing) + " (using fallbacks)")
 

@@ -34,6 +34,11 @@ STREAM = ord("S")
 PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) pairs
 
 
+#: The capabilities ``mk_caps`` reports as bits of a mask, in its order.
+CAP_FLAGS = ("hashlib", "crc32", "deflate", "stream", "zlib", "rename", "stat", "mkdir",
+             "statvfs", "buffer", "kbd_intr")
+
+
 @dataclass
 class Caps:
     """What the board's firmware offers, probed once per session."""
@@ -51,6 +56,12 @@ class Caps:
     kbd_intr: bool = True
     free: int = 16384
     id: str | None = None  # the id mpkick keeps on the board, once it has made one
+
+    @classmethod
+    def from_report(cls, mask: int, free: int, ident: str | None) -> Caps:
+        """Read ``mk_caps``'s answer: ``(bit mask of CAP_FLAGS, free RAM, board id)``."""
+        flags = {name: bool(mask >> bit & 1) for bit, name in enumerate(CAP_FLAGS)}
+        return cls(**flags, free=free, id=ident)
 
     @property
     def compress(self) -> bool:
