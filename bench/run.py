@@ -258,11 +258,10 @@ def targets(cells: Cells, work: Workload) -> list[str]:
         out.append(f"- one-line edit, only the changed file travels: {edit.to_board:,} B "
                    f"host→board for a {size:,} B file: "
                    f"**{'met' if edit.to_board < size else 'missed'}**")
-        out.append(f"- one-line edit with delta transfer: under {DELTA_TARGET_BYTES:,} B "
-                   f"host→board (the direction the issue's peer figures count): "
-                   f"{edit.to_board:,} B, "
-                   f"**{'met' if edit.to_board < DELTA_TARGET_BYTES else 'missed'}**; "
-                   f"both ways together: {wire:,} B")
+        out.append(f"- one-line edit with delta transfer: under {DELTA_TARGET_BYTES:,} B on "
+                   f"the wire, counting both ways: {edit.to_board:,} B host→board + "
+                   f"{edit.to_host:,} B board→host = {wire:,} B, "
+                   f"**{'met' if wire < DELTA_TARGET_BYTES else 'missed'}**")
     return out
 
 
