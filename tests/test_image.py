@@ -243,6 +243,27 @@ def test_every_change_is_saved_to_the_image_file_at_once(tmp_path: Path,
     assert not Path(f"{target.path}.tmp").exists()
 
 
+def test_a_push_writes_the_image_file_once_whatever_the_number_of_files(
+        tmp_path: Path, source: tuple[Path, dict[str, bytes]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import mpkick.image as image_module
+    from mpkick import kick
+
+    root, content = source
+    img = tmp_path / "fs.img"
+    open_image(str(img), create=True).close()
+    saves: list[str] = []
+    real_save = image_module.save_file
+    monkeypatch.setattr(image_module, "save_file",
+                        lambda path, data: (saves.append(path), real_save(path, data)))
+    result = kick(port=f"image:{img}", src=str(root))
+    assert result.created == len(content) > 1
+    assert saves == [str(img)]
+    with open_image(str(img)) as t:
+        assert {e.path: t.read(e.path) for e in t.tree() if not e.is_dir} == {
+            "/" + rel: data for rel, data in content.items()}
+
+
 def test_write_replaces_a_file_and_leaves_no_temporary_name(target: ImageTarget) -> None:
     seen: list[int] = []
     target.write("/f.bin", b"old")

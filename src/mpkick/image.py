@@ -342,6 +342,21 @@ class ImageTarget:
         if self.autosave:
             self.save()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes, one save at the end (a push: not one copy of the image per file).
+
+        The image file then goes from the old tree to the new one in a single atomic step; if
+        the batch fails halfway, what it finished is saved, as a board keeps finished files.
+        """
+        autosave, self.autosave = self.autosave, False
+        try:
+            yield
+        finally:
+            self.autosave = autosave
+            if autosave:
+                self.save()
+
     def save(self) -> None:
         """Write the image file atomically; a no-op when nothing changed since the last save."""
         if not self.dirty:

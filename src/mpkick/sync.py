@@ -9,6 +9,7 @@ change it, however many files move.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import time
@@ -437,7 +438,9 @@ def apply(target: Target, plan: Plan, progress: ApplyProgress | None = None,
             finally:
                 result.wire_bytes = s.stats.wire_out
     else:
-        run(TargetWriter(target))
+        batch = getattr(target, "batch", None)  # an image saves once, not after every file
+        with batch() if callable(batch) else contextlib.nullcontext():
+            run(TargetWriter(target))
         result.wire_bytes = result.bytes_sent
     result.seconds = time.monotonic() - start
     return result
