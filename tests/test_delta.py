@@ -117,6 +117,33 @@ def test_a_wrong_base_fails_the_commit_and_keeps_the_old_file(board: Board) -> N
     assert board.read("/m.py") == MODULE
 
 
+def test_a_manifest_that_lies_costs_one_retry_not_a_stuck_push(board: Board,
+                                                                  tmp_path: Path) -> None:
+    """The board's manifest trusts size and mtime. A file rewritten on the board with both
+    unchanged keeps its old hash there, so a delta is built on the wrong base: the commit
+    check refuses it, the board forgets that hash, and push lists again and ends right."""
+    from mpkick.push import kick
+
+    project = tmp_path / "project"
+    project.mkdir()
+    first, second = MODULE, MODULE.replace(b"def f1(", b"def g1(")  # the same size
+    for content in (first, second):
+        (project / "m.py").write_bytes(content)
+        kick(src=project, target=board)
+    # What a stale manifest says: /m.py (really `second`) still hashes as `first`.
+    board.exec("import mpkick_agent as a\nm = a._load_manifest()\n"
+               f"m['/m.py'] = m['/m.py'][:2] + ({hashlib.sha256(first).hexdigest()!r},)\n"
+               "a._save_manifest(m)")
+    edited = first.replace(b"def f2(", b"def g2(")
+    (project / "m.py").write_bytes(edited)
+    said: list[str] = []
+    result = kick(src=project, target=board, log=said.append)
+    assert result.updated == 1
+    assert board.read("/m.py") == edited
+    assert any("listing the board again" in line for line in said), said
+    assert kick(src=project, target=board).updated == 0  # and the next push finds it in sync
+
+
 def test_board_id_is_stable(board: Board) -> None:
     first = board_id(board)
     assert first and board_id(board) == first

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConnectError, DeviceTimeout, ProtocolError, os_error
+from .errors import ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
 from .repl import RawRepl
 
 SYNC = 0xA5
@@ -120,6 +120,8 @@ class SendSession:
         self.stats = Stats()
         self._seq = 0
         self._unacked: deque[tuple[int, bytes]] = deque()
+        self._owner = ""  # the path of the operation being sent
+        self._owners: dict[int, str] = {}  # frame seq -> the path of its operation
         self._error: OSError | None = None
         #: What this session did, for a host that keeps track of the board's tree.
         self.journal: list[tuple[str, str, int, str]] = []
@@ -262,6 +264,9 @@ class SendSession:
         if self._error is not None and kind != END:
             return  # the board refused an earlier operation: send nothing more but the end
         frame = self._frame(kind, self._seq, payload)
+        if kind in (OPEN, MKDIR, REMOVE, RMDIR, RENAME):
+            self._owner = payload.split(b"\x00")[0].decode("utf-8", "replace")
+        self._owners[self._seq] = self._owner  # seq wraps at 256, far beyond the window
         while self._unacked and (len(self._unacked) >= self.window or
                                  sum(len(f) for _, f in self._unacked) + len(frame)
                                  > self.window_bytes):
@@ -312,7 +317,7 @@ class SendSession:
             self.error_text = message
             err = os_error(int(errno_text) if errno_text.isdigit() else 5, path)
             if "hash mismatch" in message:
-                err = OSError(5, "the board's copy did not match after writing", path)
+                err = VerifyError(5, "the board's copy did not match after writing", path)
             elif "operation(s) failed" in message:
                 err = OSError(5, f"the board reports {message}; push again", path or None)
             self._error = err
@@ -357,13 +362,8 @@ class SendSession:
             self.stats.wire_out += len(frame)
 
     def _path_of(self, seq: int) -> str:
-        for s, frame in self._unacked:
-            if s == seq and frame[1] in (OPEN, MKDIR, REMOVE, RMDIR, RENAME):
-                return frame[10:].split(b"\x00")[0].decode("utf-8", "replace")
-        for _s, frame in reversed(self._unacked):
-            if frame[1] == OPEN:
-                return frame[10:].split(b"\x00")[0].decode("utf-8", "replace")
-        return ""
+        """The path of the operation frame ``seq`` belongs to (an error names its file)."""
+        return self._owners.get(seq, "")
 
 
 def receive_file(repl: RawRepl, caps: Caps, path: str) -> bytes:

@@ -49,6 +49,14 @@ class BoardError(MpkickError):
         self.traceback = traceback
 
 
+class VerifyError(OSError):
+    """A file the board wrote did not hash as the host's: the board kept its old copy.
+
+    After a delta this means the base was not what the board's listing said (a file changed
+    on the board behind the manifest); listing again and pushing again puts it right.
+    """
+
+
 def os_error(code: int, path: str) -> OSError:
     """An ``OSError`` of the right subclass (FileNotFoundError for ENOENT ...) for ``path``."""
     return OSError(code, os.strerror(code) if code in errno.errorcode else f"errno {code}", path)

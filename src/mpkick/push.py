@@ -13,7 +13,7 @@ from typing import Any
 
 from .boardstate import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
 from .channel import file_digest
-from .errors import InputError
+from .errors import InputError, VerifyError
 from .ignore import IgnoreRules
 from .ports import open_target
 from .sync import ApplyProgress, LocalTree, Plan, Result, Transfer, apply, plan, scan_local
@@ -54,33 +54,48 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
         notes = transfer_notes(target)
         for note in notes:
             say(note)
-        missing = missing_folders(target, dest)
-        record = HostRecord.for_board(target) if weak_board(target) else None
-        remote = remote_tree(target, dest, record) if not missing else []
-        if missing and hasattr(target, "expect_empty"):
-            target.expect_empty(dest)
-        the_plan = plan(local, remote, dest, delete, create_dest=missing)
-        if on_plan is not None:
-            on_plan(the_plan)
-        if dry_run:
-            return Result(the_plan, unchanged=len(the_plan.of("unchanged")), dry_run=True,
-                          notes=notes, seconds=time.monotonic() - start)
-        if transfer is None and record is None and is_board(target):
-            from .delta import DeltaTransfer
-
-            transfer = DeltaTransfer(target)  # type: ignore[arg-type]
-        prepare = getattr(transfer, "prepare", None)
-        if callable(prepare):
-            prepare(the_plan)  # a delta asks the board for block signatures, all in one go
-        result = apply(target, the_plan, progress, transfer)
-        if record is not None and not the_plan.empty:
-            _verify_and_record(target, record, local, the_plan)
+        for attempt in (1, 2):
+            try:
+                result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan)
+                break
+            except VerifyError as exc:
+                if attempt == 2:
+                    raise
+                say(f"{exc.filename}: the board's copy was not what its listing said (changed "
+                    "on the board?); listing the board again and pushing again")
         result.notes = notes
         result.seconds = time.monotonic() - start
         return result
     finally:
         if own:
             target.close()
+
+
+def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bool,
+          progress: ApplyProgress | None, transfer: Transfer | None,
+          on_plan: Callable[[Plan], None] | None) -> Result:
+    """List the target, plan, and (unless ``dry_run``) apply: one attempt of ``kick``."""
+    missing = missing_folders(target, dest)
+    record = HostRecord.for_board(target) if weak_board(target) else None
+    remote = remote_tree(target, dest, record) if not missing else []
+    if missing and hasattr(target, "expect_empty"):
+        target.expect_empty(dest)
+    the_plan = plan(local, remote, dest, delete, create_dest=missing)
+    if on_plan is not None:
+        on_plan(the_plan)
+    if dry_run:
+        return Result(the_plan, unchanged=len(the_plan.of("unchanged")), dry_run=True)
+    if transfer is None and record is None and is_board(target):
+        from .delta import DeltaTransfer
+
+        transfer = DeltaTransfer(target)  # type: ignore[arg-type]
+    prepare = getattr(transfer, "prepare", None)
+    if callable(prepare):
+        prepare(the_plan)  # a delta asks the board for block signatures, all in one go
+    result = apply(target, the_plan, progress, transfer)
+    if record is not None and not the_plan.empty:
+        _verify_and_record(target, record, local, the_plan)
+    return result
 
 
 def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,

@@ -429,6 +429,11 @@ class _Session:
                     os.remove(self.tmp)
                 except OSError:
                     pass
+                # A delta built on a hash this manifest gave for a file changed behind it (same
+                # size and mtime): forget it, so the next listing hashes the file afresh.
+                if self.man is None:
+                    self.man = _load_manifest()
+                self.man.pop(self.dest, None)
                 raise OSError(5, "hash mismatch after writing %s" % self.dest)
             if self.tmp != self.dest:
                 os.rename(self.tmp, self.dest)
