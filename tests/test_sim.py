@@ -17,6 +17,7 @@ import pytest
 
 from mpkick.board import Board
 from mpkick.errors import ConnectError, InputError, PortBusy
+from mpkick.sim import supervisor
 from mpkick.sim.options import parse_url
 from mpkick.sim.supervisor import VirtualBoard
 
@@ -92,7 +93,11 @@ def test_a_board_in_the_raw_repl_comes_back_in_it_after_soft_reboot(wire) -> Non
     assert b"OK7" in w.expect(b"\x04>")
 
 
-def test_ctrl_c_interrupts_running_code_and_is_data_otherwise(wire) -> None:
+@pytest.mark.parametrize("proc", ["with /proc", "without /proc, as on macOS"])
+def test_ctrl_c_interrupts_running_code_and_is_data_otherwise(
+        wire, proc: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if proc != "with /proc":  # then the launcher alone tells an interrupt from data
+        monkeypatch.setattr(supervisor, "_sigint_caught", lambda pid: None)
     w, _ = wire
     w.expect(b">>> ")
     w.send(b"\x01")

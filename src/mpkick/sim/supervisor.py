@@ -15,7 +15,8 @@ that evens them out:
   the byte becomes a KeyboardInterrupt; otherwise it is passed on as data, as a board's UART
   passes it. The interrupt is raised as a board raises it, at the VM's next safe point, never
   inside littlefs or the garbage collector, which the port's own SIGINT would cut in half
-  (``launcher.py`` says how; a plain ``micropython`` binary still gets SIGINT).
+  (``launcher.py`` says how; a plain ``micropython`` binary still gets SIGINT). The launcher
+  also answers whether a byte was taken, so where /proc is missing (macOS) it decides alone.
 * **A UART.** ``baud`` paces both directions at 10 bits per byte, and both directions are counted.
 
 Fault switches (power cut at a byte count, corrupt or dropped bytes, stalls, unplugging) act in
@@ -169,13 +170,16 @@ def _parent_death_hook() -> Callable[[], None] | None:
     return lambda: prctl(1, signal.SIGKILL)
 
 
-def _sigint_caught(pid: int) -> bool:
-    """True while the port has its SIGINT handler in place (it would raise KeyboardInterrupt)."""
+def _sigint_caught(pid: int) -> bool | None:
+    """True while the port has its SIGINT handler in place (it would raise KeyboardInterrupt);
+    None where /proc cannot tell (macOS): then only the launcher can."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("SigCgt:"):
                     return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except FileNotFoundError:
+        return None if not os.path.isdir("/proc/self") else False
     except OSError:
         pass
     return False
@@ -215,7 +219,8 @@ class VirtualBoard:
         self._child_ready = 0.0
         self._host_ready = 0.0
         self._last_sigint = 0.0
-        self._intr_fd = -1  # the launcher's Ctrl-C pipe; -1: a plain binary, send it SIGINT
+        # The launcher's Ctrl-C pipes (we ask, it answers); -1: a plain binary gets SIGINT.
+        self._intr_fd = self._answer_fd = -1
         self.faults = Faults.parse(options.faults)
         self._rng = random.Random(int(options.faults.get("seed", "0") or 0))
         self.error: str | None = None
@@ -357,21 +362,21 @@ class VirtualBoard:
         env = dict(os.environ)
         if main is not None:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
-        theirs = -1
+        theirs: tuple[int, ...] = ()
         if str(LAUNCHER) in self.command:
-            theirs, self._intr_fd = os.pipe()
-            env["MPKICK_SIM_INTR_FD"] = str(theirs)
+            asks, self._intr_fd = os.pipe()
+            self._answer_fd, answers = os.pipe()
+            theirs = (asks, answers)
+            env["MPKICK_SIM_INTR_FD"] = f"{asks},{answers}"
         try:
             self._proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave,
                                           start_new_session=True, close_fds=True, env=env,
-                                          pass_fds=(theirs,) if theirs >= 0 else (),
-                                          preexec_fn=_parent_death_hook())
+                                          pass_fds=theirs, preexec_fn=_parent_death_hook())
         except OSError as exc:
             raise ConnectError(f"cannot start MicroPython ({args[0]}): {exc}") from exc
         finally:
-            os.close(slave)
-            if theirs >= 0:
-                os.close(theirs)
+            for fd in (slave, *theirs):
+                os.close(fd)
         os.set_blocking(master, False)
         self._child_fd = master
         self._booting = True
@@ -381,9 +386,7 @@ class VirtualBoard:
         self._scan = b""
 
     def _kill_child(self) -> None:
-        if self._intr_fd >= 0:
-            os.close(self._intr_fd)
-            self._intr_fd = -1
+        self._close_launcher_pipes()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
         if self._proc is not None:
@@ -619,31 +622,47 @@ class VirtualBoard:
     def _interrupt_during_boot(self) -> None:
         """A looping main.py is stopped by Ctrl-C even though input is held until the REPL."""
         idx = self._to_child.find(b"\x03")
-        if idx >= 0 and self._armed and self._proc is not None \
-                and _sigint_caught(self._proc.pid):
+        if idx >= 0 and self._armed and self._ctrl_c():
             del self._to_child[idx]
-            self._send_sigint()
 
-    def _send_sigint(self) -> None:
-        """Ctrl-C as a board's UART takes it: a KeyboardInterrupt raised at the next safe point.
+    def _ctrl_c(self) -> bool:
+        """One Ctrl-C, as a board's UART takes it: a KeyboardInterrupt if code is running with
+        ``kbd_intr`` on (raised at the VM's next safe point), else False: it is plain data.
 
-        The launcher does that through its pipe. A plain binary gets SIGINT, whose handler
-        raises at once, even inside littlefs or the garbage collector (see launcher.py).
+        The launcher decides and interrupts in one step, so the answer is never stale; /proc,
+        where there is one, spares asking it about the bytes of a binary transfer. A plain
+        binary gets SIGINT, whose handler raises at once, even inside littlefs or the garbage
+        collector (see launcher.py).
         """
+        if self._proc is None:
+            return False
+        caught = _sigint_caught(self._proc.pid)
+        if caught is False:
+            return False
         if self._intr_fd >= 0:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(self._intr_fd, b"\x03")
-                return
-            except OSError:  # the launcher could not use it and closed its end
-                os.close(self._intr_fd)
-                self._intr_fd = -1
+                if select.select([self._answer_fd], [], [], 5)[0]:
+                    answer = os.read(self._answer_fd, 1)
+                    if answer in (b"0", b"1"):
+                        return answer == b"1"
+            self._close_launcher_pipes()  # it cannot do it (an older wheel): SIGINT from now on
+        if not caught:
+            return False
         # The port exits on a second SIGINT that arrives before it handled the first; a board
         # just raises once. Ctrl-Cs closer together than that count as one.
         now = time.monotonic()
-        if now - self._last_sigint > 0.1 and self._proc is not None:
+        if now - self._last_sigint > 0.1:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._proc.pid, signal.SIGINT)
         self._last_sigint = now
+        return True
+
+    def _close_launcher_pipes(self) -> None:
+        for fd in (self._intr_fd, self._answer_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._intr_fd = self._answer_fd = -1
 
     def _write_child(self) -> None:
         limit = 64 if self.options.baud else len(self._to_child)
@@ -656,10 +675,9 @@ class VirtualBoard:
         chunk = bytes(self._to_child[:limit])
         cut = chunk.find(b"\x03")
         if cut == 0:
-            if self._proc is not None and _sigint_caught(self._proc.pid):
+            if self._ctrl_c():
                 del self._to_child[0]
                 self._fed += 1
-                self._send_sigint()
                 return
             chunk = chunk[:1]
         elif cut > 0:
