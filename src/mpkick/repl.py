@@ -228,7 +228,8 @@ class RawRepl:
                     self.write(b"\x04")
                     raise ProtocolError("the board ended the raw-paste transfer early")
                 else:
-                    raise ProtocolError(f"unexpected byte {flag!r} during raw-paste")
+                    raise ProtocolError(f"the board's answer was damaged on the way (a "
+                                        f"{flag!r} during raw-paste): run the command again")
             part = code[i:i + remain]
             self.write(part)
             remain -= len(part)
