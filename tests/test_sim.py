@@ -125,7 +125,8 @@ def test_ctrl_c_stops_code_between_flash_operations_never_inside_one(wire) -> No
     w.expect(b">>> ")
     w.send(b"\x01")
     w.expect(b"\r\n>")
-    w.send(b"with open('a.py', 'w') as f: f.write('x' * 3000)\x04")
+    w.send(b"with open('a.py', 'w') as f: f.write('x' * 3000)\n"
+           b"with open('b.py', 'w') as f: f.write('y' * 5000)\x04")  # before any Ctrl-C
     w.expect(b"\x04>")
     busy = (b"print('busy')\nwhile True:\n"  # nearly all its time is spent inside littlefs
             b" with open('a.py') as f: f.read()\n"
