@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 
 def _takes_ctrl_c(libc: ctypes.CDLL) -> bool:
@@ -54,7 +55,20 @@ def _forward_interrupts(asks: int, answers: int, lib: ctypes.CDLL, port_thread: 
             signal.pthread_kill(port_thread, signal.SIGUSR1)
             if not _takes_ctrl_c(libc):
                 lib.mp_sched_exception(None)  # nothing pending: what a board has at its prompt
+            else:
+                threading.Thread(target=_wake, args=(libc, port_thread), daemon=True).start()
         os.write(answers, b"1" if taken else b"0")
+
+
+def _wake(libc: ctypes.CDLL, port_thread: int) -> None:
+    """Wake the port a few more times while its code runs: a ``time.sleep`` that began just
+    after the first wake-up would otherwise sleep on, where a board's delay loop looks for
+    a pending interrupt every millisecond. Harmless when the interrupt was raised already."""
+    for _ in range(25):
+        time.sleep(0.02)
+        if not _takes_ctrl_c(libc):
+            return
+        signal.pthread_kill(port_thread, signal.SIGUSR1)
 
 
 def main() -> int:
