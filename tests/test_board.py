@@ -104,6 +104,16 @@ def test_an_agent_of_another_version_is_replaced_even_while_it_is_imported(
         vb.close()
 
 
+def test_files_holding_the_boards_own_banners_and_marks_are_plain_data(board: Board) -> None:
+    """The virtual board watches its output for MicroPython's banners and its firmware's marks;
+    a file that holds them (a README quoting the banner, say) must travel as data."""
+    data = (b'raw REPL; CTRL-B to exit\r\n>Type "help()" for more information.\n>>> '
+            b"\x1b[mpkick-sim-raw]\n\x1b[mpkick-sim-ready]\nthe end\n") * 3
+    board.write("/README.txt", data)
+    assert board.read("/README.txt") == data
+    assert board.eval("1 + 1") == 2  # and the REPL carries on in the mode it was in
+
+
 def test_a_looping_program_is_interrupted_on_connect(sim_url: str) -> None:
     with Board.connect(sim_url) as b:
         b.write("/main.py", b"while True:\n    print('busy')\n")

@@ -143,10 +143,11 @@ def _boot():
     sys.atexit(soft_reset)
     # Like a board's frozen _boot.py, the set-up cannot be interrupted: the supervisor holds
     # every Ctrl-C until this mark (which it hides), so boot.py and main.py get them.
-    print("\x1b[mpkick-sim-ready]")
+    token = os.getenv("MPKICK_SIM_TOKEN") or ""  # supervisor.firmware_marks: one per boot
+    print("\x1b[mpkick-sim-ready %s]" % token)
     run("boot.py")
     if mode == "raw":
-        print("\x1b[mpkick-sim-raw]")
+        print("\x1b[mpkick-sim-raw %s]" % token)
     else:
         run("main.py")
 

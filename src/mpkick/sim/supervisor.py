@@ -34,6 +34,7 @@ import importlib.util
 import os
 import pty
 import random
+import secrets
 import select
 import shutil
 import signal
@@ -54,8 +55,16 @@ FIRMWARE = Path(__file__).with_name("firmware.py")
 RAW_MARK = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_MARK = b'Type "help()" for more information.'
 PROMPT = b">>> "
-HIDE_MARK = b"\x1b[mpkick-sim-raw]\n"
-READY_MARK = b"\x1b[mpkick-sim-ready]\n"  # the firmware's set-up is done: Ctrl-C may interrupt
+
+def firmware_marks(token: str) -> tuple[bytes, bytes]:
+    """What the firmware prints (and the supervisor hides): set-up done, so Ctrl-C may
+    interrupt; and "I came back from a soft reboot in the raw REPL". Each boot has its own
+    random token, so no file a program prints (not even this module's text) can fake one."""
+    return (f"\x1b[mpkick-sim-ready {token}]\n".encode(),
+            f"\x1b[mpkick-sim-raw {token}]\n".encode())
+
+
+TOKEN_BYTES = 8
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 #: What an ESP32's ROM prints at 74880 baud before MicroPython starts; a host reads it as garbage.
 ROM_NOISE = (b"\x00\xff\xfe\x1cets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),"
@@ -65,7 +74,8 @@ LOOP_MAIN = ("n = 0\n"
              "while True:\n"
              "    print('main.py is busy', n)\n"
              "    n += 1\n")
-KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK, HIDE_MARK, READY_MARK))
+KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK,
+                              *firmware_marks("0" * 2 * TOKEN_BYTES)))
 LAUNCHER = Path(__file__).with_name("launcher.py")  # runs the wheel's port; see its docstring
 
 
@@ -213,6 +223,8 @@ class VirtualBoard:
         self._armed = False  # no SIGINT before the firmware's ready mark
         self._hiding = False
         self._scan = b""
+        self._ready_mark, self._hide_mark = firmware_marks("-")  # set at each boot
+        self._expect_banner = False  # Ctrl-A or Ctrl-B was the last byte the board was given
         self._last_out = 10
         self._to_child = bytearray()
         self._to_host = bytearray()
@@ -360,6 +372,9 @@ class VirtualBoard:
         args += ["-i", str(FIRMWARE), str(self.image), str(self.block_size),
                  str(self.block_count), "raw" if raw else "friendly", ",".join(self.options.hide)]
         env = dict(os.environ)
+        token = secrets.token_hex(TOKEN_BYTES)
+        env["MPKICK_SIM_TOKEN"] = token
+        self._ready_mark, self._hide_mark = firmware_marks(token)
         if main is not None:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
         theirs: tuple[int, ...] = ()
@@ -582,7 +597,11 @@ class VirtualBoard:
                 self._booting = False
                 self._to_child[:0] = b"\x01"  # a board that was in the raw REPL comes back in it
                 continue
-            marks = [RAW_MARK, FRIENDLY_MARK, HIDE_MARK, READY_MARK]
+            marks = [self._hide_mark, self._ready_mark]
+            if self._booting or self._expect_banner:
+                # MicroPython's own banners, believed only where they answer a boot, Ctrl-A or
+                # Ctrl-B: a file that holds them (a README, say) is data, not a mode change.
+                marks += [RAW_MARK, FRIENDLY_MARK]
             if self._booting and not self.raw_mode:
                 marks.append(PROMPT)
             hits = []
@@ -594,18 +613,18 @@ class VirtualBoard:
                 out += self._text(buf[pos:])
                 break
             end, i, mark = min(hits)
-            if mark is READY_MARK:
+            if mark is self._ready_mark:
                 out += self._text(buf[pos:i])
                 self._armed = True
-            elif mark is HIDE_MARK:
+            elif mark is self._hide_mark:
                 out += self._text(buf[pos:i])
                 self._hiding = True
             else:
                 out += self._text(buf[pos:end])
                 if mark is RAW_MARK:
-                    self.raw_mode = True
+                    self.raw_mode, self._expect_banner = True, False
                 elif mark is FRIENDLY_MARK:
-                    self.raw_mode = False
+                    self.raw_mode, self._expect_banner = False, False
                 else:
                     self._booting = False
             pos = end
@@ -693,6 +712,8 @@ class VirtualBoard:
             return
         except OSError:
             return  # the child is gone; _read_child reboots it
+        if n:
+            self._expect_banner = chunk[n - 1] in (0x01, 0x02)
         del self._to_child[:n]
         self._fed += n
         self._child_ready = max(self._child_ready, time.monotonic()) + n * self._byte_time()
