@@ -269,7 +269,7 @@ class RawRepl:
         error output starts."""
         if b"\x04" not in got:
             raise ProtocolError(f"the board answered {got[:60]!r} instead of the expected reply")
-        self._buf[:0] = got[got.index(b"\x04") + 1:]
+        self.unread(got[got.index(b"\x04") + 1:])
         err = self.read_until(b"\x04", timeout, what="the board's error output")[:-1]
         self.read_until(b">", timeout, what="the raw REPL prompt")
         raise error_from_traceback(err.decode("utf-8", "replace")) if err else \

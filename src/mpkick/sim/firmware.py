@@ -15,7 +15,6 @@ def _boot():
     import sys
     import vfs
 
-
     class Flash:
         """Block device over the image file, unbuffered: a returned write is on the flash.
 

@@ -55,16 +55,7 @@ FIRMWARE = Path(__file__).with_name("firmware.py")
 RAW_MARK = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_MARK = b'Type "help()" for more information.'
 PROMPT = b">>> "
-
-def firmware_marks(token: str) -> tuple[bytes, bytes]:
-    """What the firmware prints (and the supervisor hides): set-up done, so Ctrl-C may
-    interrupt; and "I came back from a soft reboot in the raw REPL". Each boot has its own
-    random token, so no file a program prints (not even this module's text) can fake one."""
-    return (f"\x1b[mpkick-sim-ready {token}]\n".encode(),
-            f"\x1b[mpkick-sim-raw {token}]\n".encode())
-
-
-TOKEN_BYTES = 8
+TOKEN_BYTES = 8  # of the random token in each boot's firmware marks
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 #: What an ESP32's ROM prints at 74880 baud before MicroPython starts; a host reads it as garbage.
 ROM_NOISE = (b"\x00\xff\xfe\x1cets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),"
@@ -74,9 +65,18 @@ LOOP_MAIN = ("n = 0\n"
              "while True:\n"
              "    print('main.py is busy', n)\n"
              "    n += 1\n")
-KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK,
-                              *firmware_marks("0" * 2 * TOKEN_BYTES)))
 LAUNCHER = Path(__file__).with_name("launcher.py")  # runs the wheel's port; see its docstring
+
+
+def firmware_marks(token: str) -> tuple[bytes, bytes]:
+    """What the firmware prints (and the supervisor hides): set-up done, so Ctrl-C may
+    interrupt; and "I came back from a soft reboot in the raw REPL". Each boot has its own
+    random token, so no file a program prints (not even this module's text) can fake one."""
+    return (f"\x1b[mpkick-sim-ready {token}]\n".encode(),
+            f"\x1b[mpkick-sim-raw {token}]\n".encode())
+
+
+KEEP = max(len(m) for m in (RAW_MARK, FRIENDLY_MARK, *firmware_marks("0" * 2 * TOKEN_BYTES)))
 
 
 def micropython_command(explicit: str | None = None) -> list[str]:
