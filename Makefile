@@ -24,13 +24,21 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[all,test]'
 	touch $@ $(VENV)/.demo
 
-# FUSE for the mount tests: Debian's fuse3 when we are root and it is missing.
+# System pieces the tests use: Debian's fuse3 (mount) and QEMU with the BBC micro:bit's real
+# MicroPython firmware (the real-board tests), installed when we are root and they are missing.
+# Under CI=true a piece that cannot be installed fails the run: its tests must never be skipped.
+SYSDEPS_DEB := fuse3 qemu-system-arm firmware-microbit-micropython
 sysdeps:
-	@if ! command -v fusermount3 >/dev/null 2>&1 && ! command -v fusermount >/dev/null 2>&1; then \
+	@need=""; \
+	command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 || need="$$need fuse3"; \
+	command -v qemu-system-arm >/dev/null 2>&1 || need="$$need qemu-system-arm"; \
+	test -f /usr/share/firmware-microbit-micropython/firmware.hex || need="$$need firmware-microbit-micropython"; \
+	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null) \
-	    || echo "note: could not install fuse3; mount tests will be skipped"; \
-	  else echo "note: fuse3 not installed; mount tests will be skipped"; fi; fi
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null) \
+	    || { echo "mpkick: could not install$$need"; [ "$${CI:-}" != true ] || exit 1; }; \
+	  else echo "note:$$need not installed (run make test as root, or apt-get install them); their tests will be skipped"; \
+	    [ "$${CI:-}" != true ] || exit 1; fi; fi
 
 demo: $(VENV)/.demo
 	@mkdir -p build

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from needs import IN_CI
 
 from mpkick.board import Board
+
+# Property tests draw the same examples on every CI run: a red CI is a real failure, never luck.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
+
+# Every cache mpkick keeps (tree listings, pushed contents, .mpy, fetches) lives in a folder of
+# this run's own, never in the developer's real cache; subprocesses inherit it.
+_CACHE = tempfile.mkdtemp(prefix="mpkick-test-cache-")
+os.environ["MPKICK_CACHE_DIR"] = _CACHE
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

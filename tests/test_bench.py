@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -60,7 +58,6 @@ def test_a_different_seed_gives_a_different_project() -> None:
 
 
 def test_harness_pushes_with_mpkick_and_checks_the_board(tmp_path: Path) -> None:
-    pytest.importorskip("mpkick.push")
     run = _load("run")
     work = workload.generate(scale=0.05)
     results = run.run_bench(tools=["mpkick"], bauds=[0], reps=1, work=work, workdir=tmp_path,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from needs import missing
 
 from mpkick.board import META
 from mpkick.mount import MountEvent, mount
@@ -50,7 +51,7 @@ def _fuse_missing() -> str | None:
 def _needs_fuse() -> None:
     reason = _fuse_missing()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
 
 
 def unmount(mountpoint: Path) -> None:
@@ -76,14 +77,15 @@ def make_mem(tmp_path: Path) -> Target:
 
 
 def make_image(tmp_path: Path) -> Target:
-    image = pytest.importorskip("mpkick.image", reason="mpkick.image not in the tree yet")
-    pytest.importorskip("littlefs", reason="littlefs-python not installed")
+    import littlefs  # noqa: F401
+
+    import mpkick.image as image
     target: Target = image.open_image(str(tmp_path / "fs.img"), create=True)
     return target
 
 
 def make_sim(tmp_path: Path) -> Target:
-    board = pytest.importorskip("mpkick.board", reason="mpkick.board (sim://) not in the tree yet")
+    import mpkick.board as board
     target: Target = board.Board.connect("sim://" + str(tmp_path / "flash.img"))
     return target
 
@@ -480,8 +482,9 @@ def cli_mount(url: str, mp: Path, cwd: Path, work: Callable[[], object]) -> str:
 
 
 def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
-    image = pytest.importorskip("mpkick.image", reason="mpkick.image not in the tree yet")
-    pytest.importorskip("littlefs", reason="littlefs-python not installed")
+    import littlefs  # noqa: F401
+
+    import mpkick.image as image
     img = tmp_path / "fs.img"
     image.open_image(str(img), create=True).close()
     mp = tmp_path / "fs"  # the default: the image's name without its extension
@@ -493,8 +496,9 @@ def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
 
 
 def _mount_image_cli(tmp_path: Path, mp: Path) -> subprocess.Popen[str]:
-    image = pytest.importorskip("mpkick.image", reason="mpkick.image not in the tree yet")
-    pytest.importorskip("littlefs", reason="littlefs-python not installed")
+    import littlefs  # noqa: F401
+
+    import mpkick.image as image
     img = tmp_path / "fs.img"
     image.open_image(str(img), create=True).close()
     proc = _cli("-p", f"image:{img}", "mount", str(mp), cwd=tmp_path)
@@ -551,7 +555,7 @@ def test_cli_refuses_a_folder_that_is_not_empty_and_umount_of_nothing(tmp_path: 
 
 
 def test_cli_mounts_a_virtual_board_and_its_repl_sees_the_files(tmp_path: Path) -> None:
-    board = pytest.importorskip("mpkick.board", reason="mpkick.board (sim://) not in the tree yet")
+    import mpkick.board as board
     url = "sim://" + str(tmp_path / "flash.img")
     src = project(tmp_path)
     mp = tmp_path / "board"  # the default for a board

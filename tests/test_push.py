@@ -20,7 +20,7 @@ from mpkick.board import Board
 from mpkick.cli import main
 from mpkick.compile import CompileError
 from mpkick.errors import InputError, NoSpaceError
-from mpkick.ignore import IgnoreRules
+from mpkick.ignore import DEFAULTS, IgnoreRules
 from mpkick.image import open_image
 from mpkick.sync import Result, plan, scan_local
 from mpkick.target import Entry, Target, is_within
@@ -71,8 +71,13 @@ PROJECT = {"main.py": "import app\napp.run()\n", "app.py": "def run():\n    prin
 
 names = st.text(st.characters(codec="utf-8", exclude_characters="/\\\t\n\r\x00.",
                               exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
+# Only names a push keeps: a folder called ``~`` or ``x.swp`` is dropped by the default ignore
+# rules, on purpose, so the generator must not expect it on the board.
+_DEFAULT_RULES = IgnoreRules(DEFAULTS)
+kept_names = names.filter(lambda n: not _DEFAULT_RULES.ignored(n, True)
+                          and not _DEFAULT_RULES.ignored(n + ".txt", False))
 trees = st.dictionaries(
-    st.lists(st.sampled_from(["a", "b c", "it's", "é", "日本"]) | names,
+    st.lists(st.sampled_from(["a", "b c", "it's", "é", "日本"]) | kept_names,
              min_size=1, max_size=3).map(lambda parts: "/".join(parts) + ".txt"),
     st.binary(max_size=3000), min_size=1, max_size=8)
 

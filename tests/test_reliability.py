@@ -15,8 +15,6 @@ import pytest
 from mpkick.board import Board
 from mpkick.cli import main
 
-pytest.importorskip("mpkick.push")
-
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
