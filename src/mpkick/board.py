@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import hashlib
 import posixpath
 import zlib
 from collections.abc import Callable, Iterator
@@ -19,12 +20,21 @@ from typing import Any
 from . import agent, treecache
 from .channel import CAP_FLAGS, Caps, SendSession, receive_file
 from .errors import ConnectError, DeviceTimeout, InputError, ProtocolError
+from .plainfs import PlainFs, PlainSession
 from .repl import RawRepl, Stream
 from .target import Entry, Progress, Usage, is_within, norm
 from .transport import Transport, open_transport
 
 META = "/.mpkick"
 AGENT = "mpkick_agent"
+PROBE = "mpkick_probe"
+
+
+def agent_text() -> tuple[str, str]:
+    """The agent as the board keeps it (the probe's mk_have in front of it), and its version."""
+    body = f"{agent.source(PROBE)}\n{agent.source(AGENT)}"
+    want = hashlib.sha256(body.encode()).hexdigest()[:12]
+    return f"MK_V = {want!r}\n{body}", want
 
 
 @dataclass
@@ -66,6 +76,8 @@ class Board:
         self._agent_loaded = False
         self._caps: Caps | None = None
         self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
+        #: Set when the firmware cannot host the agent: files go through plain REPL commands.
+        self.plain: PlainFs | None = None
 
     @classmethod
     def connect(cls, url: str = "auto", *, verbose: int = 0, soft_reset: bool = False,
@@ -106,6 +118,9 @@ class Board:
     def call(self, func: str, *args: Any, timeout: float | None = 30.0) -> bytes:
         """Run the agent's ``func`` with ``args`` (passed only through ``repr``)."""
         self.load_agent()
+        if self.plain is not None:
+            raise InputError(f"this board's firmware cannot host mpkick's agent (no binary "
+                             f"stdin or sys.path), and {func} needs it")
         with about(args[0] if args and isinstance(args[0], str) else ""):
             return self.exec(f"{func}({', '.join(repr(a) for a in args)})", timeout)
 
@@ -162,25 +177,36 @@ class Board:
         """
         if self._agent_loaded:
             return
-        want = agent.version(AGENT)
+        text, want = agent_text()
         # Short on purpose: it crosses the wire at every connection. An agent imported by an
         # earlier connection since the board booted is used as it is (no compiling again); one
-        # of another version is dropped, and then installed afresh.
+        # of another version is dropped, and then installed afresh. Firmware without sys.path
+        # (or sys.modules) lands in the except as well.
         out = self.exec(
-            f"import sys\nif {META!r} not in sys.path:sys.path.append({META!r})\n"
-            f"try:\n from {AGENT} import *\n mk_caps({want!r})\n"
-            f"except Exception:\n sys.modules.pop({AGENT!r},0);print(0)").decode().strip()
+            f"import sys\ntry:\n p=sys.path\n if {META!r} not in p:p.append({META!r})\n"
+            f" from {AGENT} import *\n mk_caps({want!r})\n"
+            f"except Exception:\n getattr(sys,'modules',{{}}).pop({AGENT!r},0);print(0)"
+        ).decode().strip()
         if out.startswith("("):
             self._agent_loaded = True
             self._set_caps(_literal(out.encode()))
             return
-        # Not there, or another version: the first connection to this board (once per update).
+        # Not there, or another version: the first connection to this board (once per update),
+        # or firmware that cannot host the agent at all. The probe alone tells which.
+        mask, free = _literal(self.exec(f"{agent.source(PROBE)}\nprint(repr(mk_have()))"))
+        self._set_caps((mask, free, None))
+        if not self.caps.hosts_agent:
+            self.plain = PlainFs(self.repl, self.caps)
+            self._agent_loaded = True
+            self.log("this firmware cannot host mpkick's agent (it needs binary stdin, "
+                     "micropython.kbd_intr and sys.path): plain REPL commands, data as "
+                     "literals, every file read back by sum")
+            return
         inflates = self.exec(
             "try:\n import deflate, io, binascii\n"
             " print(hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64'))\n"
             "except ImportError:\n print(False)").decode().strip() == "True"
         self.log(f"installing the mpkick agent on the board ({want})")
-        text = f"MK_V = {want!r}\n{agent.source(AGENT)}"
         if inflates:
             self.exec(_self_installer(text, store), timeout=30)
             self._agent_loaded = True
@@ -209,7 +235,8 @@ class Board:
             self.log("board lacks: " + ", ".join(missing) + " (using fallbacks)")
 
     def info(self) -> BoardInfo:
-        raw = _literal(self.call("mk_info"))
+        self.load_agent()
+        raw = self.plain.info() if self.plain is not None else _literal(self.call("mk_info"))
         known = {k: raw.pop(k, None) for k in ("platform", "version", "implementation", "machine",
                                                "mpy", "mem_free", "mem_alloc", "uid",
                                                "fs_total", "fs_free")}
@@ -221,6 +248,9 @@ class Board:
         """Every entry below ``path``. With hashes, the board first answers with a digest of
         its tree; a listing this host already knows under that digest is not sent again."""
         path = norm(path)
+        self.load_agent()
+        if self.plain is not None:
+            return self.plain.listing(path, sums=False)
         if not (hashes and self.caps.hashlib):
             return parse_listing(self.call("mk_tree", path, False, timeout=300))
         key = self.call("mk_tree", path, True, True, timeout=300).decode().strip()
@@ -230,6 +260,14 @@ class Board:
             treecache.store(entries)
         self._known = (path, {e.path: e for e in entries})
         return entries
+
+    def summed_tree(self, path: str) -> list[Entry]:
+        """Every entry below ``path`` with the digest the board itself computes: sha256, or
+        a weak sum where the firmware has no hashlib (what such boards are checked by)."""
+        self.load_agent()
+        if self.plain is not None:
+            return self.plain.listing(path, sums=True)
+        return parse_listing(self.call("mk_tree", norm(path), True, timeout=300))
 
     def expect_empty(self, path: str) -> None:
         """``path`` does not exist yet and is about to be made: what the next session creates
@@ -261,12 +299,19 @@ class Board:
         path = norm(path)
         if path == "/":
             return Entry("/", True)
+        self.load_agent()
+        if self.plain is not None:
+            with about(path):
+                return self.plain.stat(path)
         mode, size, mtime = _literal(self.call("mk_stat", path))
         return Entry(path, bool(mode & 0x4000), size, mtime or None)
 
     def read(self, path: str) -> bytes:
         path = norm(path)
         self.load_agent()
+        if self.plain is not None:
+            with about(path):
+                return self.plain.read(path)
         if not self.caps.buffer:
             data = _literal(self.exec(f"with open({path!r},'rb') as f: print(repr(f.read()))"))
             return bytes(data)
@@ -288,8 +333,22 @@ class Board:
                 s.put(path, data, progress)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[SendSession]:
-        """A binary session: many operations for one exec (what push uses)."""
+    def session(self) -> Iterator[SendSession | PlainSession]:
+        """What push writes through: a binary session, or on firmware that cannot host the
+        agent, the same verbs as plain REPL commands."""
+        self.load_agent()
+        if self.plain is None:
+            with self.binary_session() as s:
+                yield s
+            return
+        try:
+            yield PlainSession(self.plain)
+        finally:
+            self._known = None
+
+    @contextlib.contextmanager
+    def binary_session(self) -> Iterator[SendSession]:
+        """A binary session: many operations for one exec."""
         self.load_agent()
         if not self.caps.buffer or not self.caps.kbd_intr:
             raise ConnectError("this board's firmware has no binary stdin (sys.stdin.buffer and "
@@ -318,23 +377,27 @@ class Board:
         self._need("mkdir", "folders")
         path = norm(path)
         with about(path):
-            self.exec(f"import os\nos.mkdir({path!r})")
+            self.exec(f"import os\nos.mkdir({self._name(path)!r})")
 
     def remove(self, path: str) -> None:
         path = norm(path)
         if self.stat(path).is_dir:
             raise IsADirectoryError(21, "Is a directory", path)
         with about(path):
-            self.exec(f"import os\nos.remove({path!r})")
+            self.exec(f"import os\nos.remove({self._name(path)!r})")
 
     def rmdir(self, path: str) -> None:
         path = norm(path)
         with about(path):
-            self.exec(f"import os\nos.rmdir({path!r})")
+            self.exec(f"import os\nos.rmdir({self._name(path)!r})")
 
     def rename(self, src: str, dst: str) -> None:
         self._need("rename", "renaming")
         src, dst = norm(src), norm(dst)
+        if self.plain is not None:
+            with about(src):
+                self.plain.rename(src, dst)
+            return
         with about(src):
             self.exec("import os\n"
                   f"try:\n os.remove({dst!r})\nexcept OSError:\n pass\n"
@@ -345,6 +408,11 @@ class Board:
             raise InputError("this board's firmware cannot report free space (no os.statvfs)")
         total, free, block = _literal(self.call("mk_usage"))
         return Usage(total, free, block)
+
+    def _name(self, path: str) -> str:
+        """The firmware's own name for ``path`` (flat firmware has no leading slash)."""
+        self.load_agent()
+        return self.plain.name(path) if self.plain is not None else path
 
     def _need(self, cap: str, what: str) -> None:
         if not getattr(self.caps, cap):

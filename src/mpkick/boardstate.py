@@ -33,10 +33,9 @@ def weak_board(target: Target) -> bool:
 
 
 def weak_tree(board: Any, dest: str) -> list[Entry]:
-    """``mk_tree`` with the board's own digests (weak sums where it has no hashlib)."""
-    from .board import parse_listing
-
-    return parse_listing(board.call("mk_tree", norm(dest), True, timeout=300))
+    """The tree with the board's own digests (weak sums where it has no hashlib)."""
+    entries: list[Entry] = board.summed_tree(norm(dest))
+    return entries
 
 
 class HostRecord:

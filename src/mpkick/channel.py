@@ -36,7 +36,7 @@ PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) p
 
 #: The capabilities ``mk_caps`` reports as bits of a mask, in its order.
 CAP_FLAGS = ("hashlib", "crc32", "deflate", "stream", "zlib", "rename", "stat", "mkdir",
-             "statvfs", "buffer", "kbd_intr")
+             "statvfs", "buffer", "kbd_intr", "path")
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Caps:
     statvfs: bool = True
     buffer: bool = True
     kbd_intr: bool = True
+    path: bool = True  # sys.path: the agent can be imported from the board's flash
     free: int = 16384
     id: str | None = None  # the id mpkick keeps on the board, once it has made one
 
@@ -62,6 +63,12 @@ class Caps:
         """Read ``mk_caps``'s answer: ``(bit mask of CAP_FLAGS, free RAM, board id)``."""
         flags = {name: bool(mask >> bit & 1) for bit, name in enumerate(CAP_FLAGS)}
         return cls(**flags, free=free, id=ident)
+
+    @property
+    def hosts_agent(self) -> bool:
+        """Whether the firmware can run mpkick's agent: it reads binary frames from stdin
+        with Ctrl-C switched off, and imports the agent from /.mpkick."""
+        return self.buffer and self.kbd_intr and self.path
 
     @property
     def compress(self) -> bool:

@@ -281,6 +281,10 @@ def board_id(board: Board) -> str:
     known = "".join(c for c in board.caps.id or "" if c.isalnum())[:32]
     if known:
         return known  # it came with the capabilities: no exchange of its own
+    if not board.caps.hosts_agent:
+        # Plain firmware (a micro:bit) has no folder to keep an id in: its chip id serves.
+        uid = board.info().uid
+        return uid or hashlib.sha256(board.transport.name.encode()).hexdigest()[:16]
     fresh = secrets.token_hex(8)
     text = board.exec(
         "try:\n"

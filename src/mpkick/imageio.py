@@ -161,7 +161,7 @@ def image_flash(board: Board, plan: FlashPlan, progress: Callable[[int], None] |
     piece = max(64, caps.chunk - 8)
     session: SendSession | None = None
     try:
-        with board.session() as session:
+        with board.binary_session() as session:
             session.ack_timeout = FLASH_ACK_TIMEOUT
             session.send(FLASH, f"{device.block_size}\x00{device.block_count}".encode())
             for block in range(device.block_count):

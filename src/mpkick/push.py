@@ -126,6 +126,12 @@ def transfer_notes(target: Target) -> list[str]:
         return [f"target is a filesystem image ({type(target).__name__}): files are written "
                 "directly, each to a temporary name then renamed"]
     caps = target.caps  # type: ignore[attr-defined]
+    if not caps.hosts_agent:
+        return ["transfer: plain REPL commands (no binary stdin for mpkick's agent): data as "
+                f"bytes literals, paced for a small receive buffer, {caps.free:,} B of heap",
+                "compare: no hashlib: size + weak sum + this host's record of what it pushed",
+                "write: " + ("temporary name, read back by weak sum, renamed" if caps.rename
+                             else "in place (no os.rename), read back by weak sum")]
     compress = (f"deflate, window 2^{caps.wbits}" if caps.deflate else
                 f"zlib, window 2^{caps.wbits}" if caps.zlib else "off (no deflate or zlib)")
     return [

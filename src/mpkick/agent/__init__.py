@@ -19,3 +19,16 @@ def source(name: str) -> str:
 def version(name: str) -> str:
     """A short content hash: the board keeps a copy and reuses it while this matches."""
     return hashlib.sha256(source(name).encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=None)
+def function(module: str, name: str) -> str:
+    """The source of one top-level function of agent module ``module``: firmware with a few
+    kB of heap is sent only the function it is about to call, never the whole module."""
+    import ast
+
+    text = source(module)
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.get_source_segment(text, node) or ""
+    raise KeyError(f"{module}.{name}")

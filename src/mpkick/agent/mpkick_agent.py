@@ -66,29 +66,11 @@ def _stat(path):
 
 def mk_caps(want=None):
     # Printed at every connection, so a bit mask, not a dict: about 30 bytes instead of 220.
-    # One bit per capability, in the order of the host's channel.CAP_FLAGS. ``want``: the
-    # version the host expects (MK_V is prepended when the agent is installed).
+    # The bits come from mk_have (agent/mpkick_probe.py, installed in front of this file).
+    # ``want``: the version the host expects (MK_V is prepended when the agent is installed).
     if want is not None and want != globals().get("MK_V"):
         raise ImportError("agent version")
-    gc.collect()
-    free = gc.mem_free() if hasattr(gc, "mem_free") else 16384
-    have = (
-        hashlib and hasattr(hashlib, "sha256"),
-        _crc32,
-        _deflate and _io,
-        _deflate and _io and hasattr(_deflate, "DeflateIO"),
-        _zlib and hasattr(_zlib, "decompress"),
-        hasattr(os, "rename"),
-        hasattr(os, "stat"),
-        hasattr(os, "mkdir"),
-        hasattr(os, "statvfs"),
-        hasattr(sys.stdin, "buffer"),
-        _mp and hasattr(_mp, "kbd_intr"),
-    )
-    mask = 0
-    for i in range(len(have)):
-        if have[i]:
-            mask |= 1 << i
+    mask, free = mk_have()
     ident = None
     try:
         with open(META + "/id") as f:

@@ -21,8 +21,12 @@ def sim_cmd(url: str, link: str | None) -> None:
     """Run a virtual board (the real MicroPython unix port) on a pty until Ctrl-C.
 
     It prints the port's path; open it with mpremote, picocom or mpkick. The flash lives in the
-    URL's image file and survives restarts.
+    URL's image file and survives restarts. ``qemu://microbit`` runs the BBC micro:bit's real
+    firmware under QEMU instead (its flash lasts as long as the process).
     """
+    if url.startswith("qemu://"):
+        _serve_qemu(url, link)
+        return
     from ..sim.options import parse_url
     from ..sim.supervisor import VirtualBoard
 
@@ -49,5 +53,28 @@ def sim_cmd(url: str, link: str | None) -> None:
                    f"{c.reboots} reboots", err=True)
 
 
+def _serve_qemu(url: str, link: str | None) -> None:
+    from ..sim.qemu import QemuBoard, machine_for
+
+    board = QemuBoard(machine_for(url))
+    port = board.start()
+    if link:
+        Path(link).unlink(missing_ok=True)
+        os.symlink(port, link)
+    click.echo(f"{board.machine.name} under QEMU on {port}" + (f" (also {link})" if link else ""))
+    click.echo("real firmware, flash in memory only; Ctrl-C to stop", err=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.close()
+        if link:
+            Path(link).unlink(missing_ok=True)
+
+
 sim_cmd.epilog = example("mpkick sim sim://./flash.img?baud=115200 --link /tmp/ttyMP0\n"
-                         "mpremote connect /tmp/ttyMP0 fs ls")
+                         "mpremote connect /tmp/ttyMP0 fs ls\n"
+                         "mpkick sim qemu://microbit --link /tmp/microbit")

@@ -1,4 +1,4 @@
-"""Transports chosen by URL: a device path, any pyserial URL, ``sim://``, or ``auto``."""
+"""Transports chosen by URL: a device path, any pyserial URL, ``sim://``, ``qemu://``, ``auto``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def open_transport(url: str, baudrate: int = 115200) -> Transport:
         from .simport import SimTransport
 
         return SimTransport(parse_url(url))
+    if url.startswith("qemu://"):
+        from .qemuport import QemuTransport
+
+        return QemuTransport(url)
     from .serialport import SerialTransport, auto_port
 
     if url == "auto":
