@@ -122,7 +122,8 @@ class Board:
             raise InputError(f"this board's firmware cannot host mpkick's agent (no binary "
                              f"stdin or sys.path), and {func} needs it")
         with about(args[0] if args and isinstance(args[0], str) else ""):
-            return self.exec(f"{func}({', '.join(repr(a) for a in args)})", timeout)
+            return self.repl.exec(f"{func}({', '.join(repr(a) for a in args)})", timeout,
+                                  echo=True)
 
     def run(self, code: str, stream: Stream) -> None:
         """Run ``code`` for as long as it runs, streaming its output; Ctrl-C on the host
@@ -193,7 +194,9 @@ class Board:
             return
         # Not there, or another version: the first connection to this board (once per update),
         # or firmware that cannot host the agent at all. The probe alone tells which.
-        mask, free = _literal(self.exec(f"{agent.source(PROBE)}\nprint(repr(mk_have()))"))
+        mask, free = _literal(self.repl.exec(f"{agent.compact(agent.source(PROBE))}\n"
+                                             "print(repr(mk_have()))\ndel _mod,mk_have",
+                                             echo=True))
         self._set_caps((mask, free, None))
         if not self.caps.hosts_agent:
             self.plain = PlainFs(self.repl, self.caps)
@@ -212,7 +215,7 @@ class Board:
             self._agent_loaded = True
             return
         for piece in _batches(text):  # small heaps cannot compile the agent in one go
-            self.exec(piece, timeout=30)
+            self.repl.exec(piece, timeout=30, echo=True)  # mpkick's own code: no overrun
         self._agent_loaded = True
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):

@@ -18,13 +18,15 @@ from typing import Any
 
 from . import agent
 from .channel import Caps, Stats, file_digest
-from .errors import InputError, ProtocolError
+from .errors import BoardError, InputError, ProtocolError
 from .repl import RawRepl
 from .target import Entry, norm
 
 PLAIN = "mpkick_plain"
 #: Bytes per ``mk_rd`` literal: small enough for the firmware to print from a 9 kB heap.
 READ_PIECE = 96
+#: The least code one exec of file data carries.
+MIN_BUDGET = 64
 
 
 class PlainFs:
@@ -34,9 +36,13 @@ class PlainFs:
         self.repl = repl
         self.caps = caps
         # Code per exec: the REPL holds the text, the lexer the literal, the compiler the rest.
-        self.budget = max(256, min(4096, caps.free // 10))
+        self.budget = max(MIN_BUDGET, min(4096, caps.free // 10))
 
     # ----------------------------------------------------------------- names and calls
+
+    def exec(self, code: str, timeout: float = 30.0) -> bytes:
+        """Run mpkick's own ``code`` through the echo loader, which no overrun gets past."""
+        return self.repl.exec(code, timeout, echo=True)
 
     def name(self, path: str) -> str:
         """The firmware's name for board path ``path``: flat firmware has no folders."""
@@ -52,12 +58,18 @@ class PlainFs:
         return name if name.startswith("/") else "/" + name
 
     def call(self, func: str, *args: Any, needs: tuple[str, ...] = (),
-             timeout: float = 30.0) -> bytes:
-        """Define ``func`` (and the functions it ``needs``), call it, forget them again."""
-        defs = "\n".join(agent.function(PLAIN, f) for f in (*needs, func))
+             timeout: float = 30.0, show: bool = False) -> bytes:
+        """Define ``func`` (and the functions it ``needs``), call it (printing the value it
+        returns with ``show``), forget them again. Each definition is its own exec: a 9 kB
+        heap, fragmented, parses a few hundred bytes at a time, not a kilobyte."""
+        names = (*needs, func)
+        for name in names:
+            self.exec(agent.compact(agent.function(PLAIN, name)))
         call = f"{func}({', '.join(repr(a) for a in args)})"
-        return self.repl.exec(f"import os\n{defs}\n{call}\ndel {', '.join((*needs, func))}",
-                              timeout)
+        if show:
+            call = f"print(repr({call}))"
+        return self.exec(f"import os,gc\ngc.collect()\ntry:\n {call}\nfinally:\n"
+                         f" del {','.join(names)}", timeout)
 
     # ----------------------------------------------------------------- reading
 
@@ -81,10 +93,10 @@ class PlainFs:
             return Entry("/", True)
         name = self.name(path)
         if self.caps.stat:
-            mode, size = _value(self.repl.exec(f"import os\ns=os.stat({name!r})\n"
+            mode, size = _value(self.exec(f"import os\ns=os.stat({name!r})\n"
                                                "print(repr((s[0],s[6])))"))
             return Entry(path, bool(mode & 0x4000), size)
-        return Entry(path, False, _value(self.repl.exec(f"import os\nprint(os.size({name!r}))")))
+        return Entry(path, False, _value(self.exec(f"import os\nprint(os.size({name!r}))")))
 
     def read(self, path: str) -> bytes:
         data = bytearray()
@@ -97,8 +109,7 @@ class PlainFs:
 
     def sum(self, name: str) -> str:
         """The weak sum of the firmware's file ``name``, computed on the board."""
-        return str(_value(self.repl.exec(f"{agent.function(PLAIN, 'mk_sum')}\n"
-                                         f"print(repr(mk_sum({name!r})))\ndel mk_sum", 120)))
+        return str(_value(self.call("mk_sum", name, timeout=120, show=True)))
 
     def info(self) -> dict[str, Any]:
         platform, impl, version, mpy, free, alloc, uid = _value(self.call("mk_id"))
@@ -116,27 +127,38 @@ class PlainFs:
         name = self.name(path)
         tmp = name + ".mkt" if self.caps.rename else name
         want = file_digest(data, False)
-        for attempt in (1, 2):
-            sent = self._send(tmp, data, progress)
+        attempt = 0
+        while True:
+            try:
+                sent = self._send(tmp, data, progress)
+            except BoardError as exc:
+                sent = 0
+                self.exec("try:\n f.close()\nexcept Exception:\n pass")
+                if exc.exc_type == "MemoryError" and self.budget > MIN_BUDGET:
+                    # The heap is smaller or more broken up than the probe saw (a program
+                    # ran since): smaller pieces, and this try does not count.
+                    self.budget = max(MIN_BUDGET, self.budget // 2)
+                    continue
+            attempt += 1
             if stats is not None:
                 stats.wire_out += sent
                 stats.payload += len(data)
-            if self.sum(tmp) == want:
+            if sent and self.sum(tmp) == want:
                 break
             if attempt == 2:
                 with contextlib.suppress(OSError):
                     if tmp != name:
-                        self.repl.exec(f"import os\nos.remove({tmp!r})")
+                        self.exec(f"import os\nos.remove({tmp!r})")
                 raise OSError(5, "the board's copy did not match after writing twice (a "
                                  "damaged link?); push again", path)
         if tmp != name:
-            self.repl.exec(f"import os\ntry:\n os.remove({name!r})\nexcept OSError:\n pass\n"
+            self.exec(f"import os\ntry:\n os.remove({name!r})\nexcept OSError:\n pass\n"
                            f"os.rename({tmp!r},{name!r})")
 
     def _send(self, name: str, data: bytes, progress: Callable[[int], None] | None) -> int:
         sent = 0
         code = f"f=open({name!r},'wb')\nw=f.write"
-        self.repl.exec(code)
+        self.exec(code)
         sent += len(code)
         batch: list[str] = []
         size = 0
@@ -157,26 +179,26 @@ class PlainFs:
                 progress(len(piece))
         if batch:
             sent += self._exec_batch(batch)
-        self.repl.exec("f.close()\ndel f,w")
+        self.exec("f.close()\ndel f,w")
         return sent + 16
 
     def _exec_batch(self, lines: list[str]) -> int:
         code = "\n".join(lines)
-        self.repl.exec(code)
+        self.exec(code)
         return len(code)
 
     def remove(self, path: str) -> None:
-        self.repl.exec(f"import os\nos.remove({self.name(path)!r})")
+        self.exec(f"import os\nos.remove({self.name(path)!r})")
 
     def rmdir(self, path: str) -> None:
-        self.repl.exec(f"import os\nos.rmdir({self.name(path)!r})")
+        self.exec(f"import os\nos.rmdir({self.name(path)!r})")
 
     def mkdir(self, path: str) -> None:
-        self.repl.exec(f"import os\nos.mkdir({self.name(path)!r})")
+        self.exec(f"import os\nos.mkdir({self.name(path)!r})")
 
     def rename(self, src: str, dst: str) -> None:
         a, b = self.name(src), self.name(dst)
-        self.repl.exec(f"import os\ntry:\n os.remove({b!r})\nexcept OSError:\n pass\n"
+        self.exec(f"import os\ntry:\n os.remove({b!r})\nexcept OSError:\n pass\n"
                        f"os.rename({a!r},{b!r})")
 
 

@@ -7,11 +7,12 @@ code runs can be streamed to a callback. A traceback from the board becomes a Py
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
 
-from .errors import BoardError, ConnectError, DeviceTimeout, ProtocolError, os_error
+from .errors import BoardError, ConnectError, DeviceTimeout, MpkickError, ProtocolError, os_error
 from .transport import Transport
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
@@ -29,6 +30,16 @@ _ERRNO_NAMES = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "EN
                 "EACCES": 13, "EEXIST": 17, "ENODEV": 19, "ENOTDIR": 20, "EISDIR": 21,
                 "EINVAL": 22, "EFBIG": 27, "ENOSPC": 28, "EROFS": 30, "ENAMETOOLONG": 36,
                 "ENOTEMPTY": 39, "ETIMEDOUT": 110}
+
+#: Without raw-paste, printable code goes in through this loader (see RawRepl._echo_send).
+LOADER = (b"def _mk_r():\n import gc\n s=[]\n while 1:\n  l=input()\n  if l=='#.':break\n"
+          b"  s.append(l)\n s='\\n'.join(s)\n gc.collect()\n exec(s,globals())")
+LOADER_END = b"#."
+ECHO_WINDOW = 16
+#: Times code damaged on the way (it did not compile) is sent again before the error stands.
+DAMAGE_RETRIES = 3
+ECHO_WAIT = 2.0  # seconds: an echo takes milliseconds, a lost byte forever
+_ECHOABLE = re.compile(rb"[\x20-\x7e\n]*")
 
 #: What older firmware says instead of an errno (the micro:bit's MicroPython 1.9).
 _OLD_MESSAGES = {"file not found": 2, "no more storage space": 28, "file exists": 17}
@@ -64,6 +75,8 @@ class RawRepl:
         self.in_raw = False
         self.interrupted = False  # entering the raw REPL stopped a running program
         self.broken = False
+        self.pace = (PACE_BURST, PACE_GAP)  # for code sent without raw-paste
+        self._loader = False  # the echo loader is defined on the board (see _echo_send)
 
     # ----------------------------------------------------------------- reading
 
@@ -189,6 +202,7 @@ class RawRepl:
     def soft_reset(self, timeout: float = 10.0) -> None:
         """Soft-reboot from the raw REPL and wait until the board is back in it."""
         self.write(b"\x04")
+        self._loader = False
         self.read_until(SOFT_REBOOT, timeout, what="the soft reboot")
         self.read_until(RAW_PROMPT, timeout, what="the raw REPL after reboot")
         self.in_raw = True
@@ -200,8 +214,11 @@ class RawRepl:
 
     # ----------------------------------------------------------------- running code
 
-    def send_code(self, code: bytes, timeout: float = 10.0, retry: bool = True) -> None:
-        """Hand ``code`` to the raw REPL; it starts running once this returns."""
+    def send_code(self, code: bytes, timeout: float = 10.0, retry: bool = True,
+                  echo: bool = False) -> None:
+        """Hand ``code`` to the raw REPL; it starts running once this returns. ``echo``: on a
+        board without raw-paste, send it through the echo loader (mpkick's own code only:
+        the loader's frames cost stack a user's program may need)."""
         if self.raw_paste is not False:
             self.write(b"\x05A\x01")
             reply = self.read_exact(2, timeout)
@@ -219,18 +236,54 @@ class RawRepl:
                 # Firmware older than raw-paste: it took our bytes as input and re-entered.
                 self.read_until(RAW_PROMPT[-3:], timeout, what="the raw REPL prompt")
             self.raw_paste = False
+        if echo and _ECHOABLE.fullmatch(code):
+            self._echo_send(code, timeout)
+            return
         self.paced_write(code + b"\x04")
         self.read_until(b"OK", timeout, what="the board to accept the code")
+
+    def _echo_send(self, code: bytes, timeout: float) -> None:
+        """Code for a board without raw-paste, with flow control after all: a loader reads it
+        line by line with ``input()``, which echoes every byte as it takes it, and the host
+        never has more than ``ECHO_WINDOW`` bytes in flight. Nothing runs until the last line
+        is in, so a failure on the way leaves nothing half done."""
+        if not self._loader:
+            self.exec(LOADER)
+            self._loader = True
+        self.write(b"_mk_r()\x04")
+        self.read_until(b"OK", timeout, what="the board to accept the code")
+        for line in [*code.split(b"\n"), LOADER_END]:
+            data = line + b"\r"
+            for i in range(0, len(data), ECHO_WINDOW):
+                part = data[i:i + ECHO_WINDOW]
+                self.write(part)
+                echo = part.replace(b"\r", b"\r\n")
+                try:
+                    got = self.read_until(echo, ECHO_WAIT, what="the board's echo")
+                except DeviceTimeout:
+                    got = b""
+                if got != echo:
+                    self.write(b"\x03")  # input() raises KeyboardInterrupt: nothing ran
+                    with contextlib.suppress(MpkickError):
+                        self.read_until(b"\x04>", 2, what="the raw REPL prompt")
+                    raise ProtocolError("the board did not echo what it was sent (bytes lost "
+                                        "on the way): run the command again")
 
     def paced_write(self, data: bytes) -> None:
         """Write at a pace a small receive buffer survives: without raw-paste nothing tells
         the host how much the board can take, and a UART drops what overruns its buffer
         while the REPL is busy (pyboard.py pauses after every 256 bytes for the same reason;
         under QEMU, which feeds the micro:bit's UART at memory speed, 256 was too many)."""
-        for i in range(0, len(data), PACE_BURST):
+        burst, gap = self.pace
+        for i in range(0, len(data), burst):
             if i:
-                time.sleep(PACE_GAP)
-            self.write(data[i:i + PACE_BURST])
+                time.sleep(gap)
+            self.write(data[i:i + burst])
+
+    def slow_down(self) -> None:
+        """Bytes were lost on the way in: halve the bursts, double the pauses (to a floor)."""
+        burst, gap = self.pace
+        self.pace = (max(8, burst // 2), min(0.02, gap * 2))
 
     def _paste(self, code: bytes, timeout: float) -> None:
         window = int.from_bytes(self.read_exact(2, timeout), "little")
@@ -293,9 +346,25 @@ class RawRepl:
             ProtocolError("the board ended the transfer without a word")
 
     def exec(self, code: str | bytes, timeout: float | None = 10.0,
-             stream: Stream | None = None) -> bytes:
+             stream: Stream | None = None, echo: bool = False) -> bytes:
         """Run ``code`` on the board and return what it printed."""
-        if not self.in_raw:
-            self.enter_raw()
-        self.send_code(code.encode() if isinstance(code, str) else code)
-        return self.finish(timeout, stream)
+        data = code.encode() if isinstance(code, str) else code
+        for attempt in range(DAMAGE_RETRIES + 1):
+            if not self.in_raw:
+                self.enter_raw()
+            try:
+                self.send_code(data, echo=echo)
+                return self.finish(timeout, stream)
+            except BoardError as exc:
+                # Without raw-paste nothing stops an overrun, and code that lost bytes does
+                # not compile: nothing ran, so it can go again, slower.
+                if self.raw_paste is not False or attempt == DAMAGE_RETRIES or \
+                        exc.exc_type not in ("SyntaxError", "IndentationError"):
+                    raise
+            except ProtocolError:
+                # The echo loader saw bytes go missing before anything ran.
+                if not echo or attempt == DAMAGE_RETRIES:
+                    raise
+                self.enter_raw()
+            self.slow_down()
+        raise AssertionError("unreachable")

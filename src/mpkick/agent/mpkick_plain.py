@@ -7,17 +7,25 @@ import os
 
 def mk_sum(p):
     # The weak sum the host computes the same way (channel.file_digest): such firmware has no
-    # hashlib. 1024-byte blocks, as the agent's _hash_file reads them.
+    # hashlib. Per 1024-byte block, read 128 bytes at a time into one small buffer: a 9 kB
+    # heap, fragmented, may have no kilobyte in one piece.
     a = 0
+    s = 0
     n = 0
+    b = bytearray(128)
     f = open(p, "rb")
     while 1:
-        b = f.read(1024)
-        if not b:
+        k = f.readinto(b)
+        if not k:
             break
-        a = (a * 31 + sum(b)) & 0xFFFFFFFF
-        n += len(b)
+        s += sum(b) if k == 128 else sum(b[:k])
+        n += k
+        if n % 1024 == 0:
+            a = (a * 31 + s) & 0xFFFFFFFF
+            s = 0
     f.close()
+    if n % 1024:
+        a = (a * 31 + s) & 0xFFFFFFFF
     return "sum:%08x:%d" % (a, n)
 
 

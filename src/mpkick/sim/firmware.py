@@ -114,24 +114,36 @@ def _boot():
             sys.print_exception(e)
 
     def hide(names):
-        # Older firmware lacks modules (ImportError) and os functions (no attribute): pretend.
+        # Older firmware lacks modules (ImportError), and os or sys names (no attribute):
+        # pretend. Flat firmware without os.stat has the micro:bit's os.size instead.
         real_import = builtins.__import__
         gone = [n for n in names if "." not in n]
-        os_gone = [n[3:] for n in names if n.startswith("os.")]
 
-        class SmallOs:
+        class Small:
             pass
 
-        small_os = SmallOs()
-        for name in dir(os):
-            if name not in os_gone and not name.startswith("__"):
-                setattr(small_os, name, getattr(os, name))
+        def smaller(module, prefix):
+            left = [n[len(prefix):] for n in names if n.startswith(prefix)]
+            if not left:
+                return None
+            small = Small()
+            for name in dir(module):
+                if name not in left and not name.startswith("__"):
+                    setattr(small, name, getattr(module, name))
+            return small
+
+        small_os = smaller(os, "os.")
+        small_sys = smaller(sys, "sys.")
+        if small_os is not None and not hasattr(small_os, "stat"):
+            small_os.size = lambda path: os.stat(path)[6]
 
         def guarded_import(name, *args):
             if name in gone:
                 raise ImportError("no module named '%s'" % name)
-            if name in ("os", "uos") and os_gone:
+            if name in ("os", "uos") and small_os is not None:
                 return small_os
+            if name in ("sys", "usys") and small_sys is not None:
+                return small_sys
             return real_import(name, *args)
 
         builtins.__import__ = guarded_import

@@ -17,9 +17,12 @@ from ..image import parse_size
 
 #: Boards the virtual board can pretend to be (the flash, heap and features they lack).
 PROFILES: dict[str, dict[str, str]] = {
-    # The micro:bit v1's MicroPython 1.9: tiny heap, flat flash, none of the modern modules.
-    "microbit": {"size": "128K", "heap": "64K", "raw_paste": "0",
-                 "hide": "hashlib,binascii,deflate,zlib,os.rename,os.stat,os.mkdir,os.statvfs"},
+    # The micro:bit v1's MicroPython 1.9: tiny heap, flat flash, none of the modern modules,
+    # no sys.path or sys.stdin (so no agent: plain REPL commands). tests/test_real_firmware.py
+    # checks that mpkick detects the same capabilities here as on the real firmware in QEMU.
+    "microbit": {"size": "128K", "heap": "28K", "raw_paste": "0",
+                 "hide": "hashlib,binascii,deflate,zlib,os.rename,os.stat,os.mkdir,os.statvfs,"
+                         "sys.path,sys.stdin,sys.stdout"},
     "old": {"raw_paste": "0", "hide": "deflate,zlib,hashlib"},
     "small": {"size": "256K", "heap": "64K"},
 }
