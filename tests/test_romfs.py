@@ -434,3 +434,50 @@ def test_mpkick_reads_what_mpremote_deployed_and_skips_it(
 def test_deploy_needs_a_romfs_image(rom_url: str) -> None:
     with Board.connect(rom_url) as board, pytest.raises(InputError, match="d2 cd 31"):
         rom.deploy(board, b"\x00" * 64)
+
+
+# ----------------------------------------------------------------- push --romfs
+
+
+def test_push_romfs_puts_the_subtree_in_rom_and_says_which_copy_wins(
+        rom_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _project(tmp_path / "proj", {"lib/greet.py": b"def hi():\n    return 'rom'\n",
+                                       "lib/util.py": b"U = 1\n",
+                                       "util.py": b"U = 'flash'\n",
+                                       "main.py": b"import greet\nprint(greet.hi())\n"})
+    (tmp_path / "proj" / "mpkick.toml").write_text('romfs = ["lib/"]\n')
+    monkeypatch.chdir(src)
+    assert main(["-p", rom_url, "push", ".", "/"]) == 0
+    out = capsys.readouterr().out
+    assert "ROMFS: " in out and "verified, mounted at /rom" in out
+    assert "util: /util.py on the flash wins over /rom/lib/util.mpy" in out
+    with Board.connect(rom_url) as board:
+        flash = {e.path for e in board.tree("/") if not e.is_dir}
+        assert "/lib/greet.py" not in flash and "/main.py" in flash
+        assert board.exec("import greet, util\nprint(greet.__file__, util.U)").split() == \
+            [b"/rom/lib/greet.mpy", b"flash"]
+    assert main(["-p", rom_url, "push", ".", "/", "--dry-run"]) == 0
+    assert "already holds it: nothing would be written" in capsys.readouterr().out
+
+
+def test_bench_romfs_harness_measures_and_checks(tmp_path: Path) -> None:
+    import importlib.util
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location("bench_romfs", bench / "romfs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    from workload import generate
+
+    work = generate(scale=0.05)
+    ram = module.measure_ram(work, tmp_path)
+    assert [r.where for r in ram] == ["littlefs .py", "littlefs .mpy", "/rom .mpy"]
+    assert ram[2].sample.startswith("/rom/") and ram[2].used < ram[1].used
+    deploys = module.measure_deploy(work, tmp_path, 0, 1, log=lambda _l: None)
+    assert [d.problem for d in deploys] == [None] * 6
+    text = module.report(ram, deploys, work, 0, 1)
+    assert "| /rom .mpy |" in text and "| deploy again, nothing changed |" in text

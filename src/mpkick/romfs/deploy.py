@@ -214,3 +214,45 @@ def read_image(board: Board, rid: int = 0) -> bytes:
     caps = board.caps
     return receive_frames(board.repl, caps, f"mk_rom_read({rid}, 0, {length}, {caps.chunk})",
                           f"ROM partition {rid}")
+
+
+def shadowing(board: Board, rom_paths: list[str]) -> list[str]:
+    """Which copy the board imports for each ROM module that also exists on its flash: the
+    first on ``sys.path`` wins ('' is the current folder, /rom and /rom/lib come next, /lib
+    after them), and within one folder a ``.py`` beats a ``.mpy``. One line per module."""
+    from .source import modules
+
+    path = list(board.eval("__import__('sys').path"))
+    for i, extra in enumerate(("/rom", "/rom/lib")):
+        if extra not in path:
+            path.insert(min(1 + i, len(path)), extra)
+    wanted: dict[str, str] = {}  # module name -> where it is in the ROM
+    for name, rel in modules(p.removeprefix("lib/") for p in rom_paths if p.startswith("lib/")
+                             ).items():
+        wanted.setdefault(name, "/rom/lib/" + rel)
+    for name, rel in modules(p for p in rom_paths if not p.startswith("lib/")).items():
+        wanted.setdefault(name, "/rom/" + rel)
+    if not wanted:
+        return []
+    flash_dirs = [d for d in path if d and not d.startswith("/rom") and d != ".frozen"]
+    found = _literal(board.exec(
+        "import os\n_mk_f = []\n"
+        f"for _mk_n in {sorted(wanted)!r}:\n"
+        f" for _mk_d in {[*flash_dirs, ''] if '' in path else flash_dirs!r}:\n"
+        "  for _mk_x in ('.py', '.mpy', '/__init__.py', '/__init__.mpy'):\n"
+        "   _mk_p = (_mk_d or os.getcwd()).rstrip('/') + '/' + _mk_n.replace('.', '/') + _mk_x\n"
+        "   try:\n    os.stat(_mk_p)\n    _mk_f.append((_mk_n, _mk_d, _mk_p))\n    break\n"
+        "   except OSError:\n    pass\n"
+        "print(repr(_mk_f))\ndel _mk_f", timeout=60))
+    notes = []
+    order = {d: i for i, d in enumerate(path)}
+    for name, d, where in found:
+        rom_at = wanted[name]
+        rom_dir = "/rom/lib" if rom_at.startswith("/rom/lib/") else "/rom"
+        if order.get(d, len(path)) < order[rom_dir]:
+            notes.append(f"{name}: {where} on the flash wins over {rom_at} "
+                         f"({d or repr('')} comes first on sys.path)")
+        else:
+            notes.append(f"{name}: {rom_at} in the ROM wins over {where} on the flash "
+                         f"({rom_dir} comes first on sys.path)")
+    return notes
