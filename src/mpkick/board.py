@@ -74,6 +74,7 @@ class Board:
         self.verbose = verbose
         self.log = log or (lambda _msg: None)
         self._agent_loaded = False
+        self._modules: set[str] = set()  # agent extensions loaded this session
         self._caps: Caps | None = None
         self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
         #: Set when the firmware cannot host the agent: files go through plain REPL commands.
@@ -140,6 +141,7 @@ class Board:
         """Soft reset from the friendly REPL (boot.py and main.py run, as after power-on), or a
         hard reset of the chip. The board is left running; this session ends."""
         self._agent_loaded = False
+        self._modules.clear()
         sim = getattr(self.transport, "board", None)
         if hard and sim is not None:
             sim.power_cut()
@@ -155,6 +157,7 @@ class Board:
     def soft_reset(self) -> None:
         self.repl.enter_raw(soft_reset=True)
         self._agent_loaded = False
+        self._modules.clear()
 
     def interrupt(self) -> None:
         self.repl.enter_raw()
@@ -220,6 +223,28 @@ class Board:
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):
                 self._session_write([(f"{META}/{AGENT}.py", text.encode())], mkdirs=[META])
+
+    def load_module(self, name: str) -> None:
+        """An agent extension (``agent/NAME.py``), for the few commands that need it: imported
+        when the board keeps this version under /.mpkick, else sent once and stored, like the
+        agent itself. Its names join the REPL's, next to the agent's."""
+        self.load_agent()
+        if self.plain is not None:
+            raise InputError(f"this board's firmware cannot host mpkick's agent (no binary "
+                             f"stdin or sys.path), and {name} needs it")
+        if name in self._modules:
+            return
+        want, mark = agent.version(name), f"{name.upper()}_V"  # not MK_V: that is the agent's
+        out = self.exec(
+            f"try:\n import {name}\n _mk_ok = {name}.{mark} == {want!r}\n"
+            f"except Exception:\n _mk_ok = False\n"
+            f"if _mk_ok:\n from {name} import *\n"
+            f"else:\n sys.modules.pop({name!r}, 0)\nprint(_mk_ok)\ndel _mk_ok").decode().strip()
+        if out != "True":
+            self.log(f"installing {name} on the board ({want})")
+            text = f"{mark} = {want!r}\n{agent.source(name)}"
+            self.exec(_self_installer(text, True, name), timeout=30)
+        self._modules.add(name)
 
     @property
     def caps(self) -> Caps:
@@ -350,13 +375,14 @@ class Board:
             self._known = None
 
     @contextlib.contextmanager
-    def binary_session(self) -> Iterator[SendSession]:
-        """A binary session: many operations for one exec."""
+    def binary_session(self, entry: str = "mk_recv") -> Iterator[SendSession]:
+        """A binary session: many operations for one exec. ``entry``: the agent function
+        that receives it (an extension's, loaded with ``load_module``)."""
         self.load_agent()
         if not self.caps.buffer or not self.caps.kbd_intr:
             raise ConnectError("this board's firmware has no binary stdin (sys.stdin.buffer and "
                                "micropython.kbd_intr); update MicroPython to 1.12 or newer")
-        s = SendSession(self.repl, self.caps)
+        s = SendSession(self.repl, self.caps, entry=entry)
         try:
             yield s
         except (ConnectError, DeviceTimeout):
@@ -467,12 +493,12 @@ def _batches(source: str, size: int = 2048) -> list[str]:
     return pieces
 
 
-def _self_installer(text: str, store: bool) -> str:
+def _self_installer(text: str, store: bool, name: str = AGENT) -> str:
     """Code that inflates the agent on the board, stores it (atomically) and runs it: the
     agent crosses the wire once, compressed, instead of once plain and once to be stored."""
     pack = zlib.compressobj(9, zlib.DEFLATED, -12)
     blob = base64.b64encode(pack.compress(text.encode()) + pack.flush()).decode()
-    tmp, final = f"{META}/{AGENT}.mkt", f"{META}/{AGENT}.py"
+    tmp, final = f"{META}/{name}.mkt", f"{META}/{name}.py"
     keep = (f"try:\n import os\n try:\n  os.mkdir({META!r})\n except OSError:\n  pass\n"
             f" with open({tmp!r}, 'w') as _mk_f:\n  _mk_f.write(_mk_s)\n"
             f" os.rename({tmp!r}, {final!r})\nexcept Exception:\n pass\n") if store else ""

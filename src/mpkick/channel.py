@@ -118,7 +118,7 @@ class SendSession:
     """Host side of ``mk_recv``: queue operations; ``close()`` waits until all are acknowledged."""
 
     def __init__(self, repl: RawRepl, caps: Caps, window: int = 4,
-                 ack_timeout: float = 10.0) -> None:
+                 ack_timeout: float = 10.0, entry: str = "mk_recv") -> None:
         self.repl = repl
         self.caps = caps
         self.window = window
@@ -135,7 +135,7 @@ class SendSession:
         self._stream: Any = None  # the session's deflate compressor, made on first use
         self._ended = False  # the board left the session (seen from its prompt)
         self.error_text = ""  # the board's own words for the first error it reported
-        repl.send_code(f"mk_recv({caps.chunk})".encode())
+        repl.send_code(f"{entry}({caps.chunk})".encode())  # mk_recv, or an extension's
         # The first byte tells: 04 the board raised instead (it says why); anything else is
         # the agent's READY line, which only the agent prints, damaged or not.
         first = repl.read_exact(1, 10)
@@ -192,6 +192,10 @@ class SendSession:
             else:
                 self._send_literal(op, progress)
         self._commit(path, data)
+
+    def send_data(self, data: bytes, progress: Callable[[int], None] | None = None) -> None:
+        """Data for the operation under way (an extension's: a ROM write), compressed."""
+        self._send_literal(data, progress)
 
     def _send_literal(self, data: bytes, progress: Callable[[int], None] | None) -> None:
         chunk = self.chunk - 4  # room for the stream frame's length field

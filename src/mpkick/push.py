@@ -25,13 +25,17 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
          progress: ApplyProgress | None = None, compile: bool = False, verbose: int = 0, *,
          target: Target | None = None, transfer: Transfer | None = None,
          mpy_cross: str | None = None, log: Callable[[str], None] | None = None,
-         on_plan: Callable[[Plan], None] | None = None, **kw: Any) -> Result:
+         on_plan: Callable[[Plan], None] | None = None, romfs: Iterable[str] = (),
+         **kw: Any) -> Result:
     """Make ``dest`` on the board at ``port`` hold the tree ``src``; return what was done.
 
     ``target``: an open Target to use instead of ``port`` (left open). ``transfer``: how a
     changed file's bytes travel (see ``sync.Transfer``). ``on_plan``: sees the plan before it
     runs (a progress bar learns its totals there). ``compile``: send ``.py`` files (but
-    boot.py and main.py) as ``.mpy`` built for the board's bytecode version.
+    boot.py and main.py) as ``.mpy`` built for the board's bytecode version. ``romfs``:
+    subtrees of ``src`` (``"lib/"``) that go, compiled, into the board's ROM partition at their
+    paths (``lib/`` becomes ``/rom/lib``) instead of onto its filesystem; the result's notes
+    say, for a module in both places, which one the board imports.
     """
     if kw:
         raise TypeError(f"kick() got unexpected options: {', '.join(sorted(kw))}")
@@ -45,10 +49,12 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
     local = scan_local(src_path, IgnoreRules.from_folder(root, ignore), follow_links)
     for rel in local.skipped:
         say(f"left out {rel}: a link pointing outside {src} (use --follow-links)")
+    local, rom_tree = split_romfs(local, romfs)
     own = target is None
     if target is None:
         target = open_target(port, verbose, say)
     try:
+        rom_image = build_rom(rom_tree, target, mpy_cross, say) if rom_tree is not None else None
         if compile:
             local = compile_tree(local, target, mpy_cross, say)
         notes = transfer_notes(target)
@@ -64,6 +70,8 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
                 say(f"{exc.filename}: the board's copy was not what its listing said (changed "
                     "on the board?); listing the board again and pushing again")
         result.notes = notes
+        if rom_image is not None and rom_tree is not None:
+            result.notes += push_rom(target, rom_image, rom_tree, dry_run, say)
         result.seconds = time.monotonic() - start
         return result
     finally:
@@ -118,6 +126,74 @@ def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,
     log(f"compiled with {compiler.tool.path} for .mpy {compiler.emits} "
         f"({compiler.runs} compiled, {compiler.hits} from the cache)")
     return out
+
+
+def split_romfs(local: LocalTree, subtrees: Iterable[str]) -> tuple[LocalTree, LocalTree | None]:
+    """``local`` without the ``romfs`` subtrees, and those subtrees (None when there are none)."""
+    prefixes = [s.strip("/") + "/" for s in subtrees if s.strip("/")]
+    if not prefixes:
+        return local, None
+
+    def chosen(rel: str) -> bool:
+        return any((rel + "/").startswith(p) for p in prefixes)
+
+    rest = LocalTree(local.root, skipped=list(local.skipped))
+    rom = LocalTree(local.root)
+    for rel, file in local.files.items():
+        (rom if chosen(rel) else rest).files[rel] = file
+    for d in local.dirs:
+        (rom if chosen(d) else rest).dirs.append(d)
+    if not rom.files:
+        raise InputError(f"--romfs {', '.join(prefixes)}: no files there in {local.root}")
+    return rest, rom
+
+
+def build_rom(rom: LocalTree, target: Target, mpy_cross: str | None,
+              log: Callable[[str], None]) -> bytes:
+    """The ROMFS image of the chosen subtrees, every .py compiled for the board."""
+    from .compile import Compiler, twin
+    from .romfs.image import build
+    from .romfs.source import check_mpy
+
+    info = getattr(target, "info", None)
+    if not callable(info):
+        raise InputError("--romfs needs a board: an image file has no ROM partition")
+    mpy = info().mpy
+    compiler = Compiler.for_board(mpy, mpy_cross)
+    files: dict[str, bytes] = {}
+    for rel, file in rom.files.items():
+        if rel.endswith(".py"):
+            files[twin(rel)] = compiler.compile(file.data, rel, origin=str(file.origin))
+        elif not (rel.endswith(".mpy") and twin(rel) in rom.files):
+            files.setdefault(rel, file.data)
+    if mpy is not None:
+        check_mpy(files, mpy)
+    log(f"ROMFS: {len(files)} files compiled with {compiler.tool.path} for .mpy "
+        f"{compiler.emits}")
+    return build(files, rom.dirs)
+
+
+def push_rom(board: Any, image: bytes, rom: LocalTree, dry_run: bool,
+             log: Callable[[str], None]) -> list[str]:
+    """Deploy the ROM part of a push (or, dry, say what it would write); the notes to show."""
+    from .romfs import deploy as romdeploy
+
+    part = romdeploy.partition(board)
+    if dry_run:
+        notes = [f"ROMFS: {len(image)} bytes for ROM partition 0 ({part.size} bytes): "
+                 + romdeploy.describe_plan(board, image, part)]
+    else:
+        result = romdeploy.deploy(board, image, reset=False, name="the ROMFS part of the push")
+        notes = ([f"ROMFS: partition 0 already holds these {len(image)} bytes: nothing written"]
+                 if result.unchanged else
+                 [f"ROMFS: {len(image)} bytes into ROM partition 0, {len(result.written)} of "
+                  f"{result.blocks} erase blocks written, verified, mounted at /rom"])
+    from .romfs.image import files
+
+    notes += romdeploy.shadowing(board, sorted(files(image)))
+    for note in notes:
+        log(note)
+    return notes
 
 
 def transfer_notes(target: Target) -> list[str]:

@@ -34,6 +34,7 @@ from . import (  # noqa: E402
     mount_cmds,  # noqa: F401
     package_cmds,  # noqa: F401
     push_cmds,  # noqa: F401
+    romfs_cmds,  # noqa: F401
     sim_cmds,  # noqa: F401
     watch_cmds,  # noqa: F401
 )

@@ -109,6 +109,7 @@ mpkick -p sim:// push examples /            push a folder to the board's root
 mpkick push --delete --dry-run              show what a push would change, from the config
 mpkick push src /app --compile --run main.py
 mpkick -p image:fs.img push src /           the same push into an image file
+mpkick push src / --romfs lib/               lib/ into the ROM partition (/rom/lib), the rest to /
 """))
 @common.common_options
 @click.argument("src", required=False)
@@ -126,9 +127,13 @@ mpkick -p image:fs.img push src /           the same push into an image file
               help="Afterwards soft-reset the board and run FILE (relative to DEST), "
                    "showing its output until it ends or Ctrl-C")
 @click.option("--reset", is_flag=True, help="Afterwards soft-reset the board and run main.py")
+@click.option("--romfs", "romfs", multiple=True, metavar="SUBTREE",
+              help="Put this subtree of SRC (lib/), compiled, into the board's ROM partition "
+                   "(as /rom/lib) instead of its filesystem (repeatable; config: romfs)")
 def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bool,
              compile_: bool | None, mpy_cross: str | None, follow_links: bool,
-             ignore: tuple[str, ...], run_file: str | None, reset: bool) -> None:
+             ignore: tuple[str, ...], run_file: str | None, reset: bool,
+             romfs: tuple[str, ...]) -> None:
     """Make DEST on the board hold the tree SRC: only what changed travels.
 
     SRC and DEST default to `src` and `dest` in mpkick.toml / [tool.mpkick], else `.` and `/`.
@@ -146,6 +151,8 @@ def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bo
     delete = bool(settings.get("delete", False)) if delete is None else delete
     if compile_ is None:
         compile_ = bool(settings.get("compile", False)) and not settings.get("no_compile")
+    configured = settings.get("romfs", [])
+    subtrees = list(romfs) or ([configured] if isinstance(configured, str) else list(configured))
 
     def log(message: str) -> None:
         if opts.verbose and not opts.quiet:
@@ -163,18 +170,25 @@ def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bo
                                   ignore=patterns, follow_links=follow_links, progress=bar,
                                   compile=compile_, verbose=opts.verbose, target=target,
                                   mpy_cross=mpy_cross or settings.get("mpy_cross"), log=log,
-                                  on_plan=bar.on_plan if bar else None)
+                                  on_plan=bar.on_plan if bar else None, romfs=subtrees)
         finally:
             if bar is not None:
                 bar.stop()
         if dry_run:
             show_plan(result.plan, opts.verbose)
+            for note in result.notes if subtrees else ():
+                if not note.startswith(("transfer:", "compare:", "write:", "target is")):
+                    click.echo(note)
             return
         if opts.verbose and not opts.quiet:
             for line in result.plan.lines(unchanged=opts.verbose > 1):
                 click.echo(line, err=True)
         if not opts.quiet:
             click.echo(result.summary())
+            if subtrees:
+                for note in result.notes:
+                    if not note.startswith(("transfer:", "compare:", "write:", "target is")):
+                        click.echo(note)
         if run_file or reset:
             if not callable(getattr(target, "run", None)):
                 from ..errors import InputError

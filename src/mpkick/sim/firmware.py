@@ -48,6 +48,15 @@ def _boot():
         bdev = flash
 
     sys.modules["flashbdev"] = FlashBdev
+    rom = None
+    if os.getenv("MPKICK_SIM_ROMFS"):
+        # Compiled only when the board has a ROM partition: a small heap (profile=microbit)
+        # could not compile the whole firmware in one piece.
+        code = {}
+        with open(os.getenv("MPKICK_SIM_ROMFS_CODE")) as f:
+            exec(f.read(), code)
+        rom = code["_romfs"](vfs)
+        del code
     # The host's files go first: whatever happens next, the board never sees them.
     vfs.umount("/")
     try:
@@ -64,6 +73,13 @@ def _boot():
     vfs.mount(fs, "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
+    if rom is not None:
+        # As a port does at start-up: a valid ROMFS is mounted at /rom, ahead on sys.path.
+        try:
+            vfs.mount(vfs.VfsRom(rom.segment), "/rom")
+            sys.path[1:1] = ["/rom", "/rom/lib"]
+        except OSError:
+            pass  # no valid image in the partition (erased, or a deploy was cut): nothing mounts
     sys_argv = list(sys.argv)
     sys.argv[:] = [""]
     main = os.getenv("MPKICK_SIM_MAIN")  # the loop_main fault: a main.py that never returns

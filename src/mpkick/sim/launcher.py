@@ -23,6 +23,7 @@ then falls back to SIGINT.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import signal
 import sys
@@ -71,10 +72,28 @@ def _wake(libc: ctypes.CDLL, port_thread: int) -> None:
         signal.pthread_kill(port_thread, signal.SIGUSR1)
 
 
+def _map_romfs() -> mmap.mmap | None:
+    """The ROM partition's file mapped into this process, shared: a board's ROM is memory the
+    CPU reads in place, outside MicroPython's heap, and what is written to it is on the "flash"
+    at once (a power cut, SIGKILL, keeps it). The firmware finds it by ``MPKICK_SIM_ROMFS_ADDR``
+    and wraps it with ``uctypes.bytearray_at``."""
+    spec = os.environ.get("MPKICK_SIM_ROMFS")
+    if not spec:
+        return None
+    size, _erase, path = spec.split(",", 2)
+    with open(path, "r+b") as f:
+        rom = mmap.mmap(f.fileno(), int(size), mmap.MAP_SHARED)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(rom))
+    os.environ["MPKICK_SIM_ROMFS_ADDR"] = str(address)
+    return rom
+
+
 def main() -> int:
     # CPython's own SIGINT handler would swallow the SIGINT of the fallback path.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     import micropython_run  # type: ignore[import-not-found]
+
+    rom = _map_romfs()  # kept referenced (mapped) while the port runs
 
     args = ["micropython", *sys.argv[1:]]
     fds = [int(fd) for fd in os.environ.pop("MPKICK_SIM_INTR_FD", "").split(",") if fd]
@@ -95,7 +114,9 @@ def main() -> int:
                          args=(*fds, lib, threading.get_ident())).start()
     port_main.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
     argv = (ctypes.c_char_p * (len(args) + 1))(*(os.fsencode(a) for a in args), None)
-    return int(port_main(len(args), argv))
+    code = int(port_main(len(args), argv))
+    del rom
+    return code
 
 
 if __name__ == "__main__":

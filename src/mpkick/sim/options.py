@@ -1,7 +1,10 @@
 """``sim://`` URLs: which flash image, how large, how fast a link, which kind of board.
 
 ``sim://PATH?size=1M&block_size=4096&baud=115200&heap=64K&raw_paste=0&hide=hashlib,deflate``
-or ``sim://?profile=microbit``. Without a path the board keeps one flash image per user, so
+or ``sim://?profile=microbit``. ``romfs=256K`` (the default; 0 for none) is the ROM partition
+behind ``vfs.rom_ioctl``, kept in its own file beside the flash image (``PATH.romfs``);
+``romfs_erase=whole`` makes it erase only from its start, as ports before ranged erase do.
+Without a path the board keeps one flash image per user, so
 ``mpkick -p sim:// push`` and a later ``mpkick -p sim:// ls`` see the same files.
 """
 
@@ -20,10 +23,10 @@ PROFILES: dict[str, dict[str, str]] = {
     # The micro:bit v1's MicroPython 1.9: tiny heap, flat flash, none of the modern modules,
     # no sys.path or sys.stdin (so no agent: plain REPL commands). tests/test_real_firmware.py
     # checks that mpkick detects the same capabilities here as on the real firmware in QEMU.
-    "microbit": {"size": "128K", "heap": "28K", "raw_paste": "0",
+    "microbit": {"size": "128K", "heap": "32K", "raw_paste": "0", "romfs": "0",
                  "hide": "hashlib,binascii,deflate,zlib,os.rename,os.stat,os.mkdir,os.statvfs,"
                          "sys.path,sys.stdin,sys.stdout"},
-    "old": {"raw_paste": "0", "hide": "deflate,zlib,hashlib"},
+    "old": {"raw_paste": "0", "hide": "deflate,zlib,hashlib", "romfs": "0"},
     "small": {"size": "256K", "heap": "64K"},
 }
 
@@ -40,6 +43,8 @@ class SimOptions:
     raw_paste: bool = True
     hide: tuple[str, ...] = ()
     micropython: str | None = None
+    romfs: int = 256 << 10  # the ROM partition's size for a new one; 0: the board has none
+    romfs_erase: str = "block"  # "block": erases any 4 KiB block; "whole": only from the start
     faults: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -49,6 +54,12 @@ class SimOptions:
         from platformdirs import user_data_dir
 
         return Path(user_data_dir("mpkick")) / "sim-flash.img"
+
+    @property
+    def romfs_path(self) -> Path:
+        """The ROM partition's own file, beside the flash image."""
+        image = self.image_path
+        return image.with_name(image.name + ".romfs")
 
 
 FAULT_KEYS = {"kill_after", "kill_at", "corrupt_at", "drop_at", "corrupt_dir", "stall_at",
@@ -77,7 +88,11 @@ def parse_url(url: str) -> SimOptions:
         elif key not in known:
             raise InputError(f"unknown sim:// option {key!r}; known: "
                              + ", ".join(sorted(known | FAULT_KEYS | {"profile"})))
-        elif key in ("size", "block_size"):
+        elif key == "romfs_erase":
+            if value not in ("block", "whole"):
+                raise InputError(f"sim:// option romfs_erase={value!r}: block or whole")
+            updates[key] = value
+        elif key in ("size", "block_size", "romfs"):
             updates[key] = parse_size(value)
         elif key == "baud":
             updates[key] = int(value) if value.isdigit() else _bad(key, value)

@@ -344,6 +344,18 @@ class VirtualBoard:
             os.ftruncate(fd, self.options.size)
         self.block_size = self._block_size(fd)
         self.block_count = os.fstat(fd).st_size // self.block_size
+        self.romfs_size = self._prepare_romfs()
+
+    def _prepare_romfs(self) -> int:
+        """The ROM partition's file: a new one is erased flash (all 0xFF); an existing one keeps
+        its size and content. 0 when this board has no ROM partition."""
+        if not self.options.romfs:
+            return 0
+        path = self.options.romfs_path
+        if not path.exists() or path.stat().st_size == 0:
+            with open(path, "wb") as f:
+                f.write(b"\xff" * self.options.romfs)
+        return path.stat().st_size
 
     def _block_size(self, fd: int) -> int:
         """An existing image tells its own geometry; a fresh one takes the URL's."""
@@ -374,6 +386,12 @@ class VirtualBoard:
         env = dict(os.environ)
         token = secrets.token_hex(TOKEN_BYTES)
         env["MPKICK_SIM_TOKEN"] = token
+        if self.romfs_size:  # the firmware's vfs.rom_ioctl serves this file (see firmware.py)
+            env["MPKICK_SIM_ROMFS"] = (f"{self.romfs_size},{self.options.romfs_erase},"
+                                       f"{self.options.romfs_path}")
+            env["MPKICK_SIM_ROMFS_CODE"] = str(FIRMWARE.with_name("firmware_romfs.py"))
+        else:
+            env.pop("MPKICK_SIM_ROMFS", None)
         self._ready_mark, self._hide_mark = firmware_marks(token)
         if main is not None:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
