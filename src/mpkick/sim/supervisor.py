@@ -374,6 +374,7 @@ class VirtualBoard:
         env = dict(os.environ)
         token = secrets.token_hex(TOKEN_BYTES)
         env["MPKICK_SIM_TOKEN"] = token
+        env["MPKICK_SIM_SERIAL"] = self.options.serial or ""  # machine.unique_id()
         self._ready_mark, self._hide_mark = firmware_marks(token)
         if main is not None:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
