@@ -3,6 +3,7 @@ conveniences (rtc, edit, aliases): all on real MicroPython through sim:// boards
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -413,3 +414,40 @@ def test_aliases_are_shortcuts_for_command_lines(tmp_path: Path, monkeypatch, ca
     assert "main.py" in capsys.readouterr().out
     assert main(["loop"]) == 1
     assert "expands to itself" in capsys.readouterr().err
+
+
+def test_image_flash_writes_every_board_after_one_question(tmp_path: Path, monkeypatch,
+                                                           capsys) -> None:
+    pytest.importorskip("littlefs")
+    src = tmp_path / "src"
+    files = project(src)
+    urls = sims(tmp_path, 2)
+    built = tmp_path / "fs.img"
+    assert main(["image", "build", str(src), "-o", str(built), "--block-size", "4096",
+                 "--block-count", "512"]) == 0  # the virtual board's flash: 2 MiB
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert main([*ports_args(urls), "image", "flash", str(built)]) == 1
+    assert "Flash them?" in capsys.readouterr().err  # asked once, for both boards
+    assert main([*ports_args(urls), "image", "flash", str(built), "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{url}: ok: flashed, verified by sha256" in out for url in urls)
+    for url in urls:
+        assert board_files(url, list(files)) == files
+
+
+def test_mpkick_sim_with_a_serial_is_listed_until_it_stops(tmp_path: Path, devices_dir) -> None:
+    url = f"sim://{tmp_path / 's.img'}?serial=5eed0001"
+    proc = subprocess.Popen([sys.executable, "-m", "mpkick", "sim", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("virtual board on ")
+        port = line.split()[3]
+        assert [d.port for d in list_devices() if d.serial_number == "5eed0001"] == [port]
+        assert uid("id:5eed") == "5eed0001"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert not [d for d in list_devices() if d.serial_number == "5eed0001"]
+    assert not list(devices_dir.glob("*.json"))
