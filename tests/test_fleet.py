@@ -161,8 +161,8 @@ def pty_board(tmp_path: Path) -> Iterator[Callable[..., tuple[VirtualBoard, str]
     """Virtual boards on ptys (as `mpkick sim` serves them), closed after the test."""
     started: list[tuple[VirtualBoard, Path | None]] = []
 
-    def start(name: str, serial: str | None = None) -> tuple[VirtualBoard, str]:
-        query = f"?serial={serial}" if serial else ""
+    def start(name: str, serial: str | None = None, baud: int = 0) -> tuple[VirtualBoard, str]:
+        query = f"?baud={baud}" + (f"&serial={serial}" if serial else "")
         vb = VirtualBoard(parse_url(f"sim://{tmp_path / name}.img{query}"))
         port = vb.start("pty")
         assert isinstance(port, str)
@@ -203,6 +203,39 @@ def test_ctrl_c_ends_every_board_cleanly_and_each_answers_after(pty_board, tmp_p
     for port in ports:  # each board was left at its prompt, ready for the next command
         with Board.connect(port) as board:
             assert board.eval("6 * 7") == 42
+
+
+def test_ctrl_c_mid_push_leaves_every_board_answering_with_old_or_new_files(pty_board,
+                                                                           tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    big = random.Random(5).randbytes(120_000)  # 10 s at 115200 baud: Ctrl-C lands mid-way
+    (src / "big.bin").write_bytes(big)
+    ports = [pty_board(f"p{i}", baud=115200)[1] for i in range(2)]
+    proc = subprocess.Popen([sys.executable, "-m", "mpkick", *ports_args(ports), "push",
+                             str(src), "/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 120
+        while not all(f"{p}: 25%".encode() in seen for p in ports):  # a quarter sent
+            assert time.monotonic() < deadline, f"the pushes never got going: {seen[-500:]!r}"
+            assert proc.poll() is None, seen
+            assert proc.stderr is not None
+            if select.select([proc.stderr], [], [], 1)[0]:
+                seen += os.read(proc.stderr.fileno(), 65536)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    for port in ports:
+        with Board.connect(port) as board:
+            assert board.eval("6 * 7") == 42
+            names = [e.path for e in board.tree("/") if not e.path.startswith("/.mpkick")]
+            assert names in ([], ["/big.bin"])  # the old state or the new file: never a part
+            if names:
+                assert board.read("/big.bin") == big
 
 
 # --------------------------------------------------------------------------- by identity

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import describe
 from .selection import BoardRef
@@ -44,7 +44,7 @@ class Events:
     def on_output(self, ref: BoardRef, data: bytes) -> None:
         """What the board printed."""
 
-    def on_done(self, outcome: Outcome[object]) -> None:
+    def on_done(self, outcome: Outcome[Any]) -> None:
         """The board's job ended, well or not."""
 
 
@@ -98,7 +98,7 @@ class Outcome(Generic[T]):
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C ended a fleet run; ``outcomes`` says what each board got done."""
 
-    def __init__(self, outcomes: list[Outcome[object]]) -> None:
+    def __init__(self, outcomes: list[Outcome[Any]]) -> None:
         super().__init__("interrupted")
         self.outcomes = outcomes
 
@@ -148,7 +148,7 @@ def run(refs: Sequence[BoardRef], job: Callable[[BoardJob], T], jobs: int | None
             outcome = one(index)
             _leave(slot, lock)
             outcomes[index] = outcome
-            _quietly(events.on_done, outcome)  # type: ignore[arg-type]
+            _quietly(events.on_done, outcome)
 
     threads = [threading.Thread(target=worker, args=(s,), name=f"mpkick-fleet-{i}", daemon=True)
                for i, s in enumerate(slots)]
@@ -172,8 +172,8 @@ def run(refs: Sequence[BoardRef], job: Callable[[BoardJob], T], jobs: int | None
                 for i, o in enumerate(outcomes)]
         for o in done:
             if not o.started:
-                _quietly(events.on_done, o)  # type: ignore[arg-type]
-        raise Interrupted(done) from None  # type: ignore[arg-type]
+                _quietly(events.on_done, o)
+        raise Interrupted(done) from None
     return [o for o in outcomes if o is not None]
 
 
@@ -203,6 +203,6 @@ def _raise_in(ident: int, exc: type[BaseException] | None) -> None:
                                                ctypes.py_object(exc) if exc else None)
 
 
-def _quietly(callback: Callable[[Outcome[object]], None], outcome: Outcome[object]) -> None:
+def _quietly(callback: Callable[[Outcome[Any]], None], outcome: Outcome[Any]) -> None:
     with contextlib.suppress(Exception):  # a renderer's bug must not lose other boards' results
         callback(outcome)

@@ -62,6 +62,9 @@ def kick(port: str | Sequence[str] = "auto", src: str | Path = ".", dest: str = 
     (``fleet.Events``) hears each board's progress.
     """
     if not isinstance(port, str):
+        if progress or on_plan or target or transfer:
+            raise TypeError("kick(port=[...]) runs many boards: progress, on_plan, target and "
+                            "transfer are one board's; pass events=fleet.Events() instead")
         return _kick_many(port, src=src, dest=dest, delete=delete, dry_run=dry_run,
                           ignore=list(ignore), follow_links=follow_links, compile=compile,
                           verbose=verbose, mpy_cross=mpy_cross, log=log, **kw)

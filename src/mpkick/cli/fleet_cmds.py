@@ -48,14 +48,14 @@ def on_boards(refs: list[BoardRef], job: Callable[[BoardJob], T], title: str) ->
             with table:
                 outcomes = run(refs, job, opts.jobs or None, table)
         except Interrupted as exc:
-            outcomes, interrupted = exc.outcomes, True  # type: ignore[assignment]
+            outcomes, interrupted = exc.outcomes, True
         table.show_output()
     else:
         lines = PrefixedLines(opts.quiet, opts.verbose)
         try:
             outcomes = run(refs, job, opts.jobs or None, lines)
         except Interrupted as exc:
-            outcomes, interrupted = exc.outcomes, True  # type: ignore[assignment]
+            outcomes, interrupted = exc.outcomes, True
     failed = failures(outcomes)
     if interrupted:
         click.echo(f"mpkick: interrupted: {len(outcomes) - len(failed)} of {len(outcomes)} "
