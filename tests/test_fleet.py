@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mpkick import kick
 from mpkick.board import Board
 from mpkick.cli import main
-from mpkick.devices import Device, list_devices
-from mpkick.errors import InputError
+from mpkick.devices import Device, list_devices, match_serial
+from mpkick.errors import ConnectError, InputError
 from mpkick.selection import BoardRef, resolve
 from mpkick.sim.options import parse_url
 from mpkick.sim.registry import publish, withdraw
@@ -311,6 +313,22 @@ def test_a_board_that_comes_back_on_another_port_is_found_by_its_serial(pty_boar
 
 
 # --------------------------------------------------------------------------- names and groups
+
+
+@given(st.lists(st.text("0123456789abcdef", min_size=1, max_size=10), min_size=1, max_size=8,
+                unique=True), st.data())
+def test_a_serial_prefix_picks_the_one_board_it_fits_and_refuses_to_guess(serials, data) -> None:
+    devices = [Device(f"/dev/ttyACM{i}", 0x2E8A, 5, s) for i, s in enumerate(serials)]
+    for device in devices:  # a whole serial number always finds its own board
+        assert match_serial(str(device.serial_number).upper(), devices) == device
+    prefix = data.draw(st.text("0123456789abcdef", min_size=1, max_size=4))
+    fits = [d for d in devices if str(d.serial_number).startswith(prefix)]
+    exact = [d for d in devices if d.serial_number == prefix]
+    if exact or len(fits) == 1:
+        assert match_serial(prefix, devices) == (exact or fits)[0]
+    else:
+        with pytest.raises(InputError if fits else ConnectError):
+            match_serial(prefix, devices)
 
 
 def fake_devices() -> list[Device]:

@@ -121,7 +121,7 @@ class LiveTable(Events):
         ports = any(r.ref.url != r.ref.name for r in rows)  # a column only when names differ
         table.add_column("board", no_wrap=True, max_width=32)
         if ports:
-            table.add_column("port", no_wrap=True, max_width=24)
+            table.add_column("url", no_wrap=True, max_width=24)
         table.add_column("status", no_wrap=True, max_width=18)
         table.add_column("progress", no_wrap=True, width=16)
         table.add_column("result", overflow="fold", min_width=20)
