@@ -83,3 +83,14 @@ def test_harness_flags_a_board_that_differs_from_the_source(tmp_path: Path) -> N
     assert problem is not None
     assert "missing: lib/x.py" in problem and "extra: stale.py" in problem
     assert "differs: main.py" in problem
+
+
+def test_fleet_harness_pushes_to_many_boards_and_checks_every_one(tmp_path: Path) -> None:
+    fleet = _load("fleet")
+    work = workload.generate(scale=0.05)
+    ones, manys = fleet.measure(boards=2, baud=0, reps=1, work=work, workdir=tmp_path,
+                                log=None)
+    assert [r.boards for r in ones + manys] == [1, 2]
+    assert all(r.problems == () and r.cpu > 0 for r in ones + manys)
+    text = fleet.report(ones, manys, 0, work)
+    assert "| 2 |" in text and "one board's wall time" in text

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from .board import Board
 
 
-def kick(port: str = "auto", src: str = ".", dest: str = "/", **options: Any) -> Any:
-    """Push the tree ``src`` to ``dest`` on the board at ``port`` (pybkick's ``kick``)."""
+def kick(port: str | list[str] = "auto", src: str = ".", dest: str = "/",
+         **options: Any) -> Any:
+    """Push the tree ``src`` to ``dest`` on the board at ``port`` (pybkick's ``kick``); a list
+    of ports pushes to every board at once and returns one outcome per board."""
     from .push import kick as _kick
 
     return _kick(port=port, src=src, dest=dest, **options)

@@ -18,7 +18,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 KEYS = {"port", "src", "dest", "ignore", "delete", "compile", "no_compile", "requirements",
-        "target", "index", "mpy_cross", "baud", "romfs"}
+        "target", "index", "mpy_cross", "baud", "romfs", "boards", "aliases"}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -51,4 +51,13 @@ def _check(section: Any, path: Path) -> dict[str, Any]:
     if unknown:
         raise InputError(f"{path}: unknown mpkick setting {unknown[0]!r}; known: "
                          + ", ".join(sorted(KEYS)))
+    for table in ("boards", "aliases"):  # [tool.mpkick.boards]: names; .aliases: shortcuts
+        value = section.get(table, {})
+        if not isinstance(value, dict) or not all(
+                isinstance(v, str) or (table == "boards" and isinstance(v, list)
+                                       and all(isinstance(x, str) for x in v))
+                for v in value.values()):
+            raise InputError(f"{path}: [{table}] maps names to "
+                             + ("a port or a list of ports" if table == "boards" else
+                                "a command line, e.g. deploy = \"push --delete\""))
     return dict(section)

@@ -60,3 +60,15 @@ class VerifyError(OSError):
 def os_error(code: int, path: str) -> OSError:
     """An ``OSError`` of the right subclass (FileNotFoundError for ENOENT ...) for ``path``."""
     return OSError(code, os.strerror(code) if code in errno.errorcode else f"errno {code}", path)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the user: what went wrong and, where we know, what to do."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = {
+            errno.ENOSPC: " (the board's flash is full: remove files or push less)",
+            errno.ENOENT: "",
+        }.get(exc.errno, "")
+        return f"{where}{exc.strerror or errno.errorcode.get(exc.errno, exc.errno)}{hint}"
+    return str(exc) or type(exc).__name__

@@ -7,9 +7,9 @@ found before the target is opened, so a mistake costs no round trip and touches 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .boardstate import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
 from .channel import file_digest
@@ -19,14 +19,37 @@ from .ports import open_target
 from .sync import ApplyProgress, LocalTree, Plan, Result, Transfer, apply, plan, scan_local
 from .target import Target, norm
 
+if TYPE_CHECKING:
+    from .fleet import Events, Outcome
 
-def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: bool = False,
-         dry_run: bool = False, ignore: Iterable[str] = (), follow_links: bool = False,
-         progress: ApplyProgress | None = None, compile: bool = False, verbose: int = 0, *,
+
+@overload
+def kick(port: str = ..., src: str | Path = ..., dest: str = ..., delete: bool = ...,
+         dry_run: bool = ..., ignore: Iterable[str] = ..., follow_links: bool = ...,
+         progress: ApplyProgress | None = ..., compile: bool = ..., verbose: int = ..., *,
+         target: Target | None = ..., transfer: Transfer | None = ...,
+         mpy_cross: str | None = ..., log: Callable[[str], None] | None = ...,
+         on_plan: Callable[[Plan], None] | None = ..., romfs: Iterable[str] = ...,
+         **kw: Any) -> Result: ...
+
+
+@overload
+def kick(port: Sequence[str], src: str | Path = ..., dest: str = ..., delete: bool = ...,
+         dry_run: bool = ..., ignore: Iterable[str] = ..., follow_links: bool = ...,
+         progress: None = ..., compile: bool = ..., verbose: int = ..., *,
+         target: None = ..., transfer: None = ..., mpy_cross: str | None = ...,
+         log: Callable[[str], None] | None = ..., on_plan: None = ...,
+         romfs: Iterable[str] = ..., **kw: Any) -> list[Outcome[Result]]: ...
+
+
+def kick(port: str | Sequence[str] = "auto", src: str | Path = ".", dest: str = "/",
+         delete: bool = False, dry_run: bool = False, ignore: Iterable[str] = (),
+         follow_links: bool = False, progress: ApplyProgress | None = None,
+         compile: bool = False, verbose: int = 0, *,
          target: Target | None = None, transfer: Transfer | None = None,
          mpy_cross: str | None = None, log: Callable[[str], None] | None = None,
          on_plan: Callable[[Plan], None] | None = None, romfs: Iterable[str] = (),
-         **kw: Any) -> Result:
+         **kw: Any) -> Result | list[Outcome[Result]]:
     """Make ``dest`` on the board at ``port`` hold the tree ``src``; return what was done.
 
     ``target``: an open Target to use instead of ``port`` (left open). ``transfer``: how a
@@ -36,7 +59,20 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
     subtrees of ``src`` (``"lib/"``) that go, compiled, into the board's ROM partition at their
     paths (``lib/`` becomes ``/rom/lib``) instead of onto its filesystem; the result's notes
     say, for a module in both places, which one the board imports.
+
+    ``port`` a list (``["/dev/ttyACM0", "id:e661", "all"]``): every board at once, and one
+    ``fleet.Outcome`` per board, in order (``.value`` the Result, or ``.error``); one board's
+    failure does not stop the others. ``jobs=N`` limits how many run at once, ``events=``
+    (``fleet.Events``) hears each board's progress.
     """
+    if not isinstance(port, str):
+        if progress or on_plan or target or transfer:
+            raise TypeError("kick(port=[...]) runs many boards: progress, on_plan, target and "
+                            "transfer are one board's; pass events=fleet.Events() instead")
+        return _kick_many(port, src=src, dest=dest, delete=delete, dry_run=dry_run,
+                          ignore=list(ignore), follow_links=follow_links, compile=compile,
+                          verbose=verbose, mpy_cross=mpy_cross, log=log, romfs=list(romfs),
+                          **kw)
     if kw:
         raise TypeError(f"kick() got unexpected options: {', '.join(sorted(kw))}")
     start = time.monotonic()
@@ -77,6 +113,17 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
     finally:
         if own:
             target.close()
+
+
+def _kick_many(ports: Sequence[str], jobs: int | None = None, events: Events | None = None,
+               **options: Any) -> list[Outcome[Result]]:
+    from .fleet import run
+    from .selection import resolve
+
+    refs = resolve(ports)
+    if not refs:
+        raise InputError("kick(port=[...]) needs at least one board")
+    return run(refs, lambda job: kick(port=job.ref.url, **options), jobs, events)
 
 
 def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bool,

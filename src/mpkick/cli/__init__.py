@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import errno
 import sys
 from collections.abc import Sequence
 
 import click
 
 from .. import __version__
+from ..errors import describe
 from . import common
+from .aliases import AliasGroup
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=AliasGroup, context_settings=CONTEXT)
 @common.common_options
 @click.version_option(__version__, prog_name="mpkick")
 def cli() -> None:
@@ -30,6 +31,7 @@ def cli() -> None:
 # Each family of commands lives in its own module and registers itself on ``cli``.
 from . import (  # noqa: E402
     board_cmds,  # noqa: F401
+    convenience_cmds,  # noqa: F401
     image_cmds,  # noqa: F401
     mount_cmds,  # noqa: F401
     package_cmds,  # noqa: F401
@@ -40,25 +42,15 @@ from . import (  # noqa: E402
 )
 
 
-def describe(exc: BaseException) -> str:
-    """One line for the user: what went wrong and, where we know, what to do."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        where = f"{exc.filename}: " if exc.filename else ""
-        hint = {
-            errno.ENOSPC: " (the board's flash is full: remove files or push less)",
-            errno.ENOENT: "",
-        }.get(exc.errno, "")
-        return f"{where}{exc.strerror or errno.errorcode.get(exc.errno, exc.errno)}{hint}"
-    return str(exc) or type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting, so tests can call it."""
     from ..errors import MpkickError
 
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="mpkick",
-                 standalone_mode=False)
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="mpkick",
+                        standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code  # a click Exit(N) raised in a command arrives here as its code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:

@@ -14,12 +14,13 @@ import click
 
 from ..errors import InputError
 from ..target import Entry, Target, makedirs, norm, remove_tree
-from . import cli
+from . import cli, fleet_cmds
 from .common import (
     common_options,
     common_options_long_port,
     example,
     human,
+    jobs_option,
     open_board,
     open_target,
 )
@@ -305,11 +306,16 @@ def _stream(data: bytes) -> None:
 @cli.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @common_options
+@jobs_option
 def run_cmd(file: str) -> None:
     """Run a host file on the board without copying it; output streams live, Ctrl-C stops it."""
     path = Path(file)
     if not path.is_file():
         raise InputError(f"{file} does not exist on the host")
+    refs = fleet_cmds.many()
+    if refs is not None:
+        fleet_cmds.code_many(refs, path.read_text(encoding="utf-8"), f"run {file}")
+        return
     with open_board() as board:
         board.run(path.read_text(encoding="utf-8"), _stream)
 
@@ -320,8 +326,13 @@ run_cmd.epilog = example("mpkick run blink.py")
 @cli.command("exec")
 @click.argument("code")
 @common_options
+@jobs_option
 def exec_cmd(code: str) -> None:
     """Run a piece of code on the board and print its output."""
+    refs = fleet_cmds.many()
+    if refs is not None:
+        fleet_cmds.code_many(refs, code, "exec")
+        return
     with open_board() as board:
         board.run(code, _stream)
 
@@ -358,8 +369,13 @@ repl_cmd.epilog = example("mpkick -p /dev/ttyACM0 repl")
 @cli.command("reset")
 @click.option("--hard", is_flag=True, help="Reset the whole chip (as the reset button does)")
 @common_options
+@jobs_option
 def reset_cmd(hard: bool) -> None:
     """Soft-reset the board (it runs boot.py and main.py again), or hard-reset with --hard."""
+    refs = fleet_cmds.many()
+    if refs is not None:
+        fleet_cmds.reset_many(refs, hard)
+        return
     with open_board() as board:
         board.reset(hard=hard)
 
@@ -368,15 +384,31 @@ reset_cmd.epilog = example("mpkick reset\nmpkick reset --hard")
 
 
 @cli.command("devices")
-def devices_cmd() -> None:
-    """List serial ports that look like MicroPython boards."""
-    from ..transport.serialport import candidates
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON")
+@click.option("-a", "--all", "every", is_flag=True,
+              help="Every serial port, not only those that look like MicroPython boards")
+def devices_cmd(as_json: bool, every: bool) -> None:
+    """List the boards plugged in: port, VID:PID, serial number, manufacturer, product, kind.
 
-    found = candidates()
+    A serial number works as a port: -p id:SERIAL (a unique prefix is enough).
+    """
+    import json
+
+    from ..devices import list_devices
+
+    found = list_devices(every)
+    if as_json:
+        out(json.dumps([d.as_json() for d in found], indent=2))
+        return
     if not found:
         out("no MicroPython board found on USB (the virtual board is always there: -p sim://)")
-    for device, description in found:
-        out(f"{device}  {description}")
+        return
+    rows = [(d.port, d.usb_id or "-", d.serial_number or "-", d.manufacturer or "-",
+             d.product or "-", d.board or "-") for d in found]
+    head = ("port", "vid:pid", "serial", "manufacturer", "product", "board")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-devices_cmd.epilog = example("mpkick devices")
+devices_cmd.epilog = example("mpkick devices\nmpkick devices --json\nmpkick -p id:e6614c31 info")

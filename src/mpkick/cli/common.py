@@ -12,6 +12,7 @@ import click
 
 if TYPE_CHECKING:
     from ..board import Board
+    from ..selection import BoardRef
     from ..target import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -21,9 +22,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Options:
     """Options given before or after the command name, merged."""
 
-    port: str | None = None
+    ports: list[str] = field(default_factory=list)  # every -p, in order
     verbose: int = 0
     quiet: bool = False
+    jobs: int = 0  # --jobs: boards at once when many are named (0: all)
     settings: dict[str, Any] = field(default_factory=dict)
     project: Path | None = None
     loaded: bool = False
@@ -35,9 +37,28 @@ class Options:
             self.settings, self.project = load()
             self.loaded = True
 
-    def resolved_port(self) -> str:
+    def boards(self) -> list[BoardRef]:
+        """Every board the command is for: each ``-p`` (else MPKICK_PORT, else the config's
+        ``port``, else ``auto``), with ``all``, names and groups expanded."""
+        from ..selection import resolve
+
         self.load_settings()
-        return self.port or os.environ.get("MPKICK_PORT") or self.settings.get("port") or "auto"
+        specs = self.ports or [os.environ.get("MPKICK_PORT") or ""]
+        if specs == [""]:
+            configured = self.settings.get("port") or "auto"
+            specs = [configured] if isinstance(configured, str) else list(configured)
+        return resolve(specs, self.settings.get("boards", {}))
+
+    def resolved_port(self) -> str:
+        """The one board of a single-board command."""
+        refs = self.boards()
+        if len(refs) != 1:
+            from ..errors import InputError
+
+            raise InputError(f"this command works on one board; {len(refs)} are named ("
+                             + ", ".join(r.name for r in refs[:5])
+                             + "): give one with -p")
+        return refs[0].url
 
 
 def options() -> Options:
@@ -46,7 +67,9 @@ def options() -> Options:
 
 def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
-        if value not in (None, 0, False):
+        if isinstance(value, tuple):  # -p, given any number of times, before or after
+            getattr(ctx.ensure_object(Options), name).extend(value)
+        elif value not in (None, 0, False):
             setattr(ctx.ensure_object(Options), name, value)
 
     return callback
@@ -63,15 +86,23 @@ def common_options_long_port(f: F) -> F:
 
 
 def _common(f: F, port_names: tuple[str, ...]) -> F:
-    f = click.option(*port_names, "port", metavar="URL", expose_value=False, is_eager=True,
-                     callback=_store("port"),
+    f = click.option(*port_names, "ports", metavar="URL", expose_value=False, is_eager=True,
+                     callback=_store("ports"), multiple=True,
                      help="Target: /dev/ttyACM0, COM3, socket://host:port, sim://, "
-                          "image:fs.img, auto (default; also MPKICK_PORT)")(f)
+                          "image:fs.img, id:SERIAL, a name from [tool.mpkick.boards], all, "
+                          "auto (default; also MPKICK_PORT); repeat it for many boards")(f)
     f = click.option("-v", "--verbose", count=True, expose_value=False,
                      callback=_store("verbose"), help="Say more (which paths were chosen)")(f)
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False,
                      callback=_store("quiet"), help="Print only errors")(f)
     return f
+
+
+def jobs_option(f: F) -> F:
+    """``-j/--jobs N`` for the commands that run on many boards at once."""
+    return click.option("-j", "--jobs", type=click.IntRange(min=1), expose_value=False,
+                        callback=_store("jobs"), metavar="N",
+                        help="With many boards: how many at once [default: all]")(f)
 
 
 def open_target(port: str | None = None) -> Target:

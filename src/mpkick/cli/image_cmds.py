@@ -251,6 +251,7 @@ def pull(out: str) -> None:
 @common_options
 @click.argument("img")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before replacing the filesystem")
+@common.jobs_option
 def flash(img: str, yes: bool) -> None:
     """Replace the board's whole filesystem with image IMG, verified by hash.
 
@@ -262,7 +263,12 @@ def flash(img: str, yes: bool) -> None:
     """
     from ..errors import MpkickError
     from ..imageio import image_flash, plan_flash
+    from .fleet_cmds import flash_many, many
 
+    refs = many()
+    if refs is not None:
+        flash_many(refs, img, yes)
+        return
     with common.open_board() as board:
         plan = plan_flash(board, img)
         dev = plan.device

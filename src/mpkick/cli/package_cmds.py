@@ -63,6 +63,7 @@ mpkick install ./drivers micropython-ssd1306 --dry-run
 @click.option("--mpy", metavar="N", help="Board's sys.implementation._mpy (or 6.3) when the "
                                          "target cannot say, e.g. an image")
 @click.option("--dry-run", is_flag=True, help="List what would be installed, write nothing")
+@common.jobs_option
 def install_cmd(packages: tuple[str, ...], index: str | None, target_dir: str | None,
                 compile_: bool | None, mpy_cross: str | None, mpy: str | None,
                 dry_run: bool) -> None:
@@ -80,6 +81,19 @@ def install_cmd(packages: tuple[str, ...], index: str | None, target_dir: str | 
     base = opts.project if not packages and opts.project else Path.cwd()
     do_compile = compile_ if compile_ is not None else bool(settings.get("compile", False))
     board_mpy = parse_mpy(mpy)
+    from . import fleet_cmds
+
+    refs = None if dry_run else fleet_cmds.many()
+    if refs is not None:
+        def resolve_for(found: int | None) -> list[Item]:
+            compiler = Compiler.for_board(board_mpy or found, mpy_cross or
+                                          settings.get("mpy_cross")) if do_compile else None
+            return resolve(specs, target=target_dir or settings.get("target") or "/lib",
+                           index=index or settings.get("index") or DEFAULT_INDEX,
+                           compiler=compiler, base=base)
+
+        fleet_cmds.install_many(refs, resolve_for)
+        return
     target = None if dry_run and not (do_compile and board_mpy is None) else common.open_target()
     try:
         if board_mpy is None and target is not None:

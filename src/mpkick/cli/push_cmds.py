@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,23 @@ def show_plan(plan: Plan, verbose: int) -> None:
 def run_after(board: Board, file: str, dest: str) -> None:
     """Soft-reset the board, then run ``file`` (relative to DEST) streaming its output, until
     it ends or Ctrl-C, which interrupts the board too."""
-    from ..errors import BoardError, InputError
+    from ..errors import BoardError
+
+    def stream(data: bytes) -> None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    try:
+        run_pushed(board, file, dest, stream)
+    except BoardError as exc:
+        sys.stdout.flush()
+        click.echo(exc.traceback.rstrip() or str(exc), err=True)
+        raise click.exceptions.Exit(1) from None
+
+
+def run_pushed(board: Board, file: str, dest: str, stream: Callable[[bytes], None]) -> None:
+    """Soft-reset, then run ``file`` (relative to DEST), its output to ``stream``."""
+    from ..errors import InputError
     from ..target import norm
 
     path = norm(file, dest)
@@ -91,17 +108,7 @@ def run_after(board: Board, file: str, dest: str) -> None:
     code = (f"_f = open({path!r})\n_s = _f.read()\n_f.close()\n"
             f"try:\n _s = compile(_s, {path!r}, 'exec')\nexcept NameError:\n pass\n"
             "exec(_s, {'__name__': '__main__'})")
-
-    def stream(data: bytes) -> None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-
-    try:
-        board.run(code, stream)
-    except BoardError as exc:
-        sys.stdout.flush()
-        click.echo(exc.traceback.rstrip() or str(exc), err=True)
-        raise click.exceptions.Exit(1) from None
+    board.run(code, stream)
 
 
 @cli.command("push", epilog=common.example("""
@@ -130,6 +137,7 @@ mpkick push src / --romfs lib/               lib/ into the ROM partition (/rom/l
 @click.option("--romfs", "romfs", multiple=True, metavar="SUBTREE",
               help="Put this subtree of SRC (lib/), compiled, into the board's ROM partition "
                    "(as /rom/lib) instead of its filesystem (repeatable; config: romfs)")
+@common.jobs_option
 def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bool,
              compile_: bool | None, mpy_cross: str | None, follow_links: bool,
              ignore: tuple[str, ...], run_file: str | None, reset: bool,
@@ -158,11 +166,20 @@ def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bo
         if opts.verbose and not opts.quiet:
             click.echo(f"mpkick: {message}", err=True)
 
-    bar = Bar() if sys.stderr.isatty() and not opts.quiet and not dry_run else None
     if not Path(src).exists():
         from ..errors import InputError
 
         raise InputError(f"{src} does not exist: give the folder to push (SRC)")
+    from . import fleet_cmds
+
+    refs = fleet_cmds.many()
+    if refs is not None:
+        fleet_cmds.push_many(refs, run_file=run_file, reset=reset, src=src, dest=dest,
+                             delete=delete, dry_run=dry_run, ignore=patterns,
+                             follow_links=follow_links, compile=compile_,
+                             mpy_cross=mpy_cross or settings.get("mpy_cross"))
+        return
+    bar = Bar() if sys.stderr.isatty() and not opts.quiet and not dry_run else None
     target = open_target(opts.resolved_port(), opts.verbose, log)
     try:
         try:

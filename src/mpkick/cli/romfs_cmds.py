@@ -55,7 +55,8 @@ def _tree(src: Path, compiler: Compiler | None, board_mpy: int | None,
 def _explicit_port() -> str | None:
     opts = common.options()
     opts.load_settings()
-    return opts.port or os.environ.get("MPKICK_PORT") or opts.settings.get("port")
+    return (opts.ports[0] if opts.ports else None) or os.environ.get("MPKICK_PORT") \
+        or opts.settings.get("port")
 
 
 @romfs.command("build", epilog=common.example(

@@ -36,6 +36,11 @@ def sim_cmd(url: str, link: str | None) -> None:
     if link:
         Path(link).unlink(missing_ok=True)
         os.symlink(port, link)
+    entry = None
+    if board.options.serial:  # enumerable like a USB board: mpkick devices, -p id:SERIAL
+        from ..sim.registry import publish
+
+        entry = publish(port, board.options.serial, board.image)
     click.echo(f"virtual board on {port}" + (f" (also {link})" if link else ""))
     click.echo(f"flash image {board.image}; Ctrl-C to stop", err=True)
     done = threading.Event()
@@ -45,6 +50,10 @@ def sim_cmd(url: str, link: str | None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if entry is not None:
+            from ..sim.registry import withdraw
+
+            withdraw(entry)
         board.close()
         if link:
             Path(link).unlink(missing_ok=True)
@@ -77,4 +86,5 @@ def _serve_qemu(url: str, link: str | None) -> None:
 
 sim_cmd.epilog = example("mpkick sim sim://./flash.img?baud=115200 --link /tmp/ttyMP0\n"
                          "mpremote connect /tmp/ttyMP0 fs ls\n"
-                         "mpkick sim qemu://microbit --link /tmp/microbit")
+                         "mpkick sim qemu://microbit --link /tmp/microbit\n"
+                         "mpkick sim 'sim://./b1.img?serial=e6614c3101' & mpkick -p id:e661 info")

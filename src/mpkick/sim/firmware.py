@@ -52,11 +52,8 @@ def _boot():
     if os.getenv("MPKICK_SIM_ROMFS"):
         # Compiled only when the board has a ROM partition: a small heap (profile=microbit)
         # could not compile the whole firmware in one piece.
-        code = {}
-        with open(os.getenv("MPKICK_SIM_ROMFS_CODE")) as f:
-            exec(f.read(), code)
-        rom = code["_romfs"](vfs)
-        del code
+        rom = _part("romfs")(vfs)
+    sys.modules["machine"] = _part("machine")(image + ".rtc", os.getenv("MPKICK_SIM_SERIAL") or "")
     # The host's files go first: whatever happens next, the board never sees them.
     vfs.umount("/")
     try:
@@ -179,6 +176,17 @@ def _boot():
         run("main.py")
 
 
+def _part(name):
+    import os
+
+    # A part of the firmware in its own file (firmware_NAME.py, its function _NAME), compiled
+    # on its own: a small heap (profile=microbit) cannot compile the whole firmware at once.
+    code = {}
+    with open(os.getenv("MPKICK_SIM_FIRMWARE_DIR") + "/firmware_" + name + ".py") as f:
+        exec(f.read(), code)
+    return code["_" + name]
+
+
 try:
     _boot()
 except Exception as _e:
@@ -192,4 +200,4 @@ except Exception as _e:
         pass
     sys.print_exception(_e)
     del _e, sys, vfs
-del _boot
+del _boot, _part

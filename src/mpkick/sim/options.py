@@ -45,6 +45,7 @@ class SimOptions:
     micropython: str | None = None
     romfs: int = 256 << 10  # the ROM partition's size for a new one; 0: the board has none
     romfs_erase: str = "block"  # "block": erases any 4 KiB block; "whole": only from the start
+    serial: str | None = None  # the board's serial number: machine.unique_id() and id:SERIAL
     faults: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -98,6 +99,8 @@ def parse_url(url: str) -> SimOptions:
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
         elif key == "raw_paste":
             updates[key] = value.lower() not in ("0", "no", "false", "off")
+        elif key == "serial":
+            updates[key] = value if _is_hex(value) else _bad_serial(value)
         elif key == "hide":
             updates[key] = tuple(h for h in value.split(",") if h)
         else:
@@ -107,3 +110,12 @@ def parse_url(url: str) -> SimOptions:
 
 def _bad(key: str, value: str) -> int:
     raise InputError(f"sim:// option {key}={value!r} is not a whole number")
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text) and bool(text)
+
+
+def _bad_serial(value: str) -> str:
+    raise InputError(f"sim:// option serial={value!r}: give an even number of hex digits, as "
+                     "machine.unique_id() reports them (e.g. serial=e6614c311b7a2d25)")

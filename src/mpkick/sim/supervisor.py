@@ -386,12 +386,13 @@ class VirtualBoard:
         env = dict(os.environ)
         token = secrets.token_hex(TOKEN_BYTES)
         env["MPKICK_SIM_TOKEN"] = token
+        env["MPKICK_SIM_FIRMWARE_DIR"] = str(FIRMWARE.parent)  # its parts (see firmware._part)
         if self.romfs_size:  # the firmware's vfs.rom_ioctl serves this file (see firmware.py)
             env["MPKICK_SIM_ROMFS"] = (f"{self.romfs_size},{self.options.romfs_erase},"
                                        f"{self.options.romfs_path}")
-            env["MPKICK_SIM_ROMFS_CODE"] = str(FIRMWARE.with_name("firmware_romfs.py"))
         else:
             env.pop("MPKICK_SIM_ROMFS", None)
+        env["MPKICK_SIM_SERIAL"] = self.options.serial or ""  # machine.unique_id()
         self._ready_mark, self._hide_mark = firmware_marks(token)
         if main is not None:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it

@@ -6,6 +6,9 @@ from .base import Transport
 
 __all__ = ["Transport", "open_transport"]
 
+#: How long ``id:SERIAL`` waits for its board to appear: a reset board re-enumerates in ~1 s.
+ID_WAIT = 3.0
+
 
 def open_transport(url: str, baudrate: int = 115200) -> Transport:
     """The transport for ``url``; pyserial handles every URL that is not ours."""
@@ -19,6 +22,11 @@ def open_transport(url: str, baudrate: int = 115200) -> Transport:
 
         return QemuTransport(url)
     from .serialport import SerialTransport, auto_port
+
+    if url.startswith("id:"):  # looked up now, so a board that re-enumerated is still found
+        from ..devices import ID, find_serial
+
+        url = find_serial(url[len(ID):], wait=ID_WAIT).port
 
     if url == "auto":
         url = auto_port()
