@@ -1,6 +1,7 @@
 """``sim://`` URLs: which flash image, how large, how fast a link, which kind of board.
 
 ``sim://PATH?size=1M&block_size=4096&baud=115200&heap=64K&raw_paste=0&hide=hashlib,deflate``
+(``cook=1``: a link that turns LF into CRLF; ``rx_buffer=256``: a UART that overruns)
 or ``sim://?profile=microbit``. Without a path the board keeps one flash image per user, so
 ``mpkick -p sim:// push`` and a later ``mpkick -p sim:// ls`` see the same files.
 """
@@ -38,6 +39,11 @@ class SimOptions:
     hide: tuple[str, ...] = ()
     micropython: str | None = None
     faults: dict[str, str] = field(default_factory=dict)
+    #: The link is not 8-bit clean: every LF the board sends arrives as CRLF (a telnet hop).
+    cook: bool = False
+    #: The board's UART input buffer, in bytes (0: unbounded): what arrives while it is full
+    #: and nobody reads is lost, as on a real UART without flow control.
+    rx_buffer: int = 0
 
     @property
     def image_path(self) -> Path:
@@ -78,8 +84,10 @@ def parse_url(url: str) -> SimOptions:
             updates[key] = parse_size(value)
         elif key == "baud":
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
-        elif key == "raw_paste":
+        elif key in ("raw_paste", "cook"):
             updates[key] = value.lower() not in ("0", "no", "false", "off")
+        elif key == "rx_buffer":
+            updates[key] = parse_size(value)
         elif key == "hide":
             updates[key] = tuple(h for h in value.split(",") if h)
         else:
