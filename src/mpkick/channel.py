@@ -81,6 +81,11 @@ class Caps:
         return 15 if self.free >= 128 * 1024 else 12 if self.free >= 32 * 1024 else 10
 
 
+def paced_chunk(budget: int) -> int:
+    """The payload of a frame that, with its header and a resync, fits in ``budget`` bytes."""
+    return max(16, budget - len(RESYNC) - 10)
+
+
 def check(data: bytes, init: int, crc: bool) -> int:
     if crc:
         return zlib.crc32(data, init) & 0xFFFFFFFF
@@ -145,6 +150,12 @@ class SendSession:
         said = ready.split()[-1] if ready.split() else b""
         self.chunk = min(int(said), caps.chunk) if said.isdigit() else 256
         self.window_bytes = max(2 * self.chunk + 1024, 4096)
+        budget = repl.budget
+        if budget is not None:
+            # A link that loses what the board has no room for: unacknowledged frames (and a
+            # resync before them) never outgrow its buffer, since each ACK means "read".
+            self.chunk = min(self.chunk, paced_chunk(budget))
+            self.window_bytes = budget - len(RESYNC)
 
     # ----------------------------------------------------------------- operations
 
