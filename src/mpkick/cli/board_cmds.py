@@ -22,6 +22,7 @@ from .common import (
     human,
     open_board,
     open_target,
+    options,
 )
 
 
@@ -359,8 +360,23 @@ repl_cmd.epilog = example("mpkick -p /dev/ttyACM0 repl")
 @click.option("--hard", is_flag=True, help="Reset the whole chip (as the reset button does)")
 @common_options
 def reset_cmd(hard: bool) -> None:
-    """Soft-reset the board (it runs boot.py and main.py again), or hard-reset with --hard."""
-    with open_board() as board:
+    """Soft-reset the board (it runs boot.py and main.py again), or hard-reset with --hard.
+
+    A board that no longer answers is reset with --hard through the port's reset line, on
+    boards wired for one (ESP32/ESP8266 auto-reset circuits)."""
+    from ..errors import NoAnswer
+
+    try:
+        board = open_board()
+    except NoAnswer:
+        if not hard:
+            raise
+        from ..transport import open_transport
+
+        with open_transport(options().resolved_port()) as transport:
+            out(f"the board did not answer, so mpkick {transport.pulse_reset()}")
+        return
+    with board:
         board.reset(hard=hard)
 
 

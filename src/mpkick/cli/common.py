@@ -37,6 +37,9 @@ class Options:
 
     def resolved_port(self) -> str:
         self.load_settings()
+        for line in ("dtr", "rts"):  # the settings' line states, unless --dtr/--rts said
+            if line in self.settings:
+                os.environ.setdefault(f"MPKICK_{line.upper()}", str(self.settings[line]))
         return self.port or os.environ.get("MPKICK_PORT") or self.settings.get("port") or "auto"
 
 
@@ -71,7 +74,25 @@ def _common(f: F, port_names: tuple[str, ...]) -> F:
                      callback=_store("verbose"), help="Say more (which paths were chosen)")(f)
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False,
                      callback=_store("quiet"), help="Print only errors")(f)
+    for line in ("dtr", "rts"):
+        f = click.option(f"--{line}", metavar="on|off", expose_value=False,
+                         callback=_line(line),
+                         help=f"{line.upper()} while mpkick holds a serial port (default on; "
+                              f"off for boards with {line.upper()} wired to reset; also "
+                              f"MPKICK_{line.upper()})")(f)
     return f
+
+
+def _line(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """``--dtr``/``--rts``: the serial transport reads them from the environment, so every
+    way a command opens a port (and its subprocesses) keeps the lines alike."""
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            from ..transport.lines import line_value
+
+            os.environ[f"MPKICK_{name.upper()}"] = "on" if line_value(name, value) else "off"
+
+    return callback
 
 
 def open_target(port: str | None = None) -> Target:
