@@ -626,10 +626,13 @@ class VirtualBoard:
                 self._hiding = True
             else:
                 out += self._text(buf[pos:end])
+                # The expectation stays until the host's next byte: a friendly banner that a
+                # client's Ctrl-B asked for can arrive late, with the raw one for the next
+                # client's Ctrl-A in the same read, and that one must count too.
                 if mark is RAW_MARK:
-                    self.raw_mode, self._expect_banner = True, False
+                    self.raw_mode = True
                 elif mark is FRIENDLY_MARK:
-                    self.raw_mode, self._expect_banner = False, False
+                    self.raw_mode = False
                 else:
                     self._booting = False
             pos = end
