@@ -21,8 +21,9 @@ from lineports import protocol_lines
 from needs import missing
 
 from mpkick.board import Board
+from mpkick.channel import SendSession
 from mpkick.cli import main
-from mpkick.errors import MpkickError
+from mpkick.errors import DeviceTimeout, MpkickError, ProtocolError
 from mpkick.push import kick
 from mpkick.repl import RawRepl
 from mpkick.sim.options import SimOptions
@@ -141,6 +142,25 @@ def test_without_pacing_an_overrunning_board_loses_the_code(tmp_path: Path) -> N
         with pytest.raises(MpkickError):  # a truncated exec, a lost Ctrl-D: an error, never a hang
             kick(src=src, target=board)
         assert counters(board).overrun > 0
+
+
+def test_without_pacing_frames_overrun_and_the_session_gives_up_rather_than_retry_forever(
+        tmp_path: Path) -> None:
+    url = f"sim://{tmp_path / 'flash.img'}?rx_buffer=256"
+    with Board.connect(url) as board:
+        board.repl.paced = False  # raw-paste gets the code there; the frames are too many
+        board.load_agent()
+        session = SendSession(board.repl, board.caps, ack_timeout=1)
+        with pytest.raises((ProtocolError, DeviceTimeout)):
+            session.put("/big.bin", PROJECT["lib/big.bin"])
+            session.close()
+        assert counters(board).overrun > 0
+    src = make(tmp_path / "src", PROJECT)
+    with Board.connect(url) as board:  # paced, as connecting chooses: the next push is exact
+        assert kick(src=src, target=board).created == 3
+        files = board_files(board)
+        files.pop("big.bin.mkt", None)  # the cut session's temp file: the host-death work's
+        assert files == PROJECT
 
 
 @pytest.mark.parametrize("paste", ["0", "1"], ids=["no-raw-paste", "raw-paste"])
