@@ -116,9 +116,10 @@ def link_section(links: dict[str, list[linklib.LinkOutcome]]) -> str:
     errors = sorted({o.error for outs in links.values() for o in outs if o.error})
     lines += [""] + [f"- error seen: `{_short(e)}`" for e in errors]
     lines += ["Without pacing, the same pushes fail: to `rx_buffer=256&raw_paste=0` the first "
-              "exec loses bytes and ends in a Python error or 10 s of silence "
-              "(`tests/test_link.py`); to `rx_buffer=256` the binary session's frames overrun "
-              "the buffer and resends overrun it again (a push killed after 300 s, by hand).",
+              "exec loses bytes and ends in a Python error or 10 s of silence"
+              "; to `rx_buffer=256` the binary session's frames overrun the buffer and every "
+              "resend overruns it again: that retried for ever, and now gives up after 8 "
+              "resends without progress with a one-line error (both in `tests/test_link.py`).",
               ""]
     return "\n".join(lines)
 
