@@ -195,14 +195,20 @@ def test_links_that_make_the_writer_wait_are_not_paced(tmp_path: Path) -> None:
 RESET = (False, True)  # DTR off, RTS on: EN held low by an ESP auto-reset circuit
 
 
-@pytest.fixture(autouse=False)
-def lines_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[bool, bool]]]:
+@pytest.fixture
+def lines_scheme(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``lines://`` URLs work, and the run's line states (which --dtr, --rts and the settings
+    put in the environment) start and end unset."""
     monkeypatch.setattr(serial, "protocol_handler_packages",
                         [*serial.protocol_handler_packages, "lineports"])
-    for name in ("MPKICK_DTR", "MPKICK_RTS"):
-        monkeypatch.delenv(name, raising=False)
+    names = ("MPKICK_DTR", "MPKICK_RTS")
+    saved = {name: os.environ.pop(name, None) for name in names}
     protocol_lines.EVENTS.clear()
-    yield []
+    yield
+    for name, value in saved.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
 
 
 @pytest.fixture
@@ -215,7 +221,7 @@ def pty_board(tmp_path: Path) -> Iterator[str]:
     vb.close()
 
 
-def test_connecting_and_leaving_never_resets_an_esp_board(lines_scheme: Any, pty_board: str,
+def test_connecting_and_leaving_never_resets_an_esp_board(lines_scheme: None, pty_board: str,
                                                           tmp_path: Path) -> None:
     src = make(tmp_path / "src", {"main.py": b"print(1)\n"})
     assert kick(f"lines://{pty_board}", src).created == 1
@@ -229,7 +235,7 @@ def test_connecting_and_leaving_never_resets_an_esp_board(lines_scheme: Any, pty
 
 
 def test_dtr_and_rts_options_set_the_lines_for_boards_wired_otherwise(
-        lines_scheme: Any, pty_board: str, capsys: Any) -> None:
+        lines_scheme: None, pty_board: str, capsys: Any) -> None:
     assert main(["-p", f"lines://{pty_board}", "--dtr", "off", "--rts", "off", "exec",
                  "print('up')"]) == 0
     assert capsys.readouterr().out == "up\n"
@@ -240,7 +246,7 @@ def test_dtr_and_rts_options_set_the_lines_for_boards_wired_otherwise(
     assert err.startswith("mpkick: --dtr 'maybe'") and err.count("\n") == 1
 
 
-def test_the_settings_can_set_the_lines(lines_scheme: Any, pty_board: str, tmp_path: Path,
+def test_the_settings_can_set_the_lines(lines_scheme: None, pty_board: str, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "mpkick.toml").write_text(f'port = "lines://{pty_board}"\nrts = false\n')
     monkeypatch.chdir(tmp_path)
@@ -249,7 +255,7 @@ def test_the_settings_can_set_the_lines(lines_scheme: Any, pty_board: str, tmp_p
 
 
 def test_hard_reset_of_a_board_that_no_longer_answers_pulses_its_reset_line(
-        lines_scheme: Any, capsys: Any) -> None:
+        lines_scheme: None, capsys: Any) -> None:
     master, slave = pty.openpty()  # a board that hears nothing and says nothing
     try:
         assert main(["-p", f"lines://{os.ttyname(slave)}", "reset", "--hard"]) == 0
