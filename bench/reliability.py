@@ -2,6 +2,7 @@
 
     python bench/reliability.py            # 200 power cuts, 50 of every other fault
     python bench/reliability.py --quick    # the default test suite's counts
+    python bench/reliability.py --links    # only the links section (25 trials per link)
 
 The trials are the tests' own (``tests/faultlib.py``): same seeds, same verdicts, so the table
 is what the tests prove, with the numbers the tests only assert on.
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import faultlib  # noqa: E402
+import linklib  # noqa: E402
 
 HOW = {
     "power cut": "`kill_at=N`: SIGKILL of the MicroPython process once the board's UART has been "
@@ -38,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the default test suite's counts")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
+    parser.add_argument("--links", action="store_true",
+                        help="rerun only the link trials and rewrite only their section")
     args = parser.parse_args(argv)
+    if args.links:
+        return rewrite_links(args.out, 3 if args.quick else 25)
     counts = {name: (20 if name == "power cut" else 5) if args.quick else
               (200 if name == "power cut" else 50) for name in faultlib.FAULTS}
     rows = []
@@ -55,9 +61,67 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(outcomes) - done} clear errors, {len(bad)} broken", flush=True)
             for o in bad:
                 print(f"  seed {o.seed} at {o.position}: {o.problems}", flush=True)
-    args.out.write_text(render(rows, bench))
+        links = link_trials(Path(tmp), 3 if args.quick else 25)
+    args.out.write_text(render(rows, bench) + link_section(links))
     print(f"wrote {args.out}")
-    return 1 if any(o.problems for _, outs in rows for o in outs) else 0
+    return 1 if any(o.problems for _, outs in rows for o in outs) or \
+        any(o.problems for outs in links.values() for o in outs) else 0
+
+
+LINKS_HEADING = "## Links that are not kind"
+
+
+def rewrite_links(out: Path, n: int) -> int:
+    """Replace the links section of ``out`` (or append it), leaving the fault tables alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        links = link_trials(Path(tmp), n)
+    text = out.read_text() if out.exists() else ""
+    head, found, rest = text.partition(LINKS_HEADING)
+    tail = rest[rest.find("\n## "):] if found and "\n## " in rest else ""
+    after = "\n" + tail.lstrip("\n") if tail else ""
+    out.write_text(head.rstrip("\n") + "\n\n" + link_section(links) + after)
+    print(f"wrote the links section of {out}")
+    return 1 if any(o.problems for outs in links.values() for o in outs) else 0
+
+
+def link_trials(workdir: Path, n: int) -> dict[str, list[linklib.LinkOutcome]]:
+    """``n`` seeded trials behind each link of ``linklib.LINKS``."""
+    links: dict[str, list[linklib.LinkOutcome]] = {}
+    for link in linklib.LINKS:
+        links[link] = [linklib.trial(workdir, seed, link) for seed in faultlib.seeds(n)]
+        bad = [o for o in links[link] if o.problems]
+        print(f"{link}: {n} trials, {len(bad)} broken", flush=True)
+        for o in bad:
+            print(f"  seed {o.seed}: {o.problems} {o.error}", flush=True)
+    return links
+
+
+def link_section(links: dict[str, list[linklib.LinkOutcome]]) -> str:
+    lines = [f"{LINKS_HEADING} (tests/linklib.py, tests/test_link.py)", "",
+             "Each trial pushes a seeded project full of CR and LF bytes with the real push, "
+             "pushes again after one edit, and reads every file back through the agent (what "
+             "get, cat and mount use). The flash is checked with littlefs-python after each "
+             "push. *Noticed*: connecting found the link's kind (LF -> CRLF from the raw REPL's "
+             "banner, with no byte more on the wire; a UART from the transport) and chose to "
+             "undo it or to pace itself.", "",
+             "| link | sim:// options | trials | noticed | push exact | re-push exact | "
+             "reads exact | bytes lost to overruns | seconds per trial |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for link, outs in links.items():
+        lines.append(f"| {link} | `{linklib.LINKS[link]}` | {len(outs)} | "
+                     f"{sum(o.noticed for o in outs)} | {sum(o.pushed for o in outs)} | "
+                     f"{sum(o.repushed for o in outs)} | {sum(o.read_back for o in outs)} | "
+                     f"{sum(o.overrun for o in outs)} | "
+                     f"{sum(o.seconds for o in outs) / max(1, len(outs)):.1f} |")
+    errors = sorted({o.error for outs in links.values() for o in outs if o.error})
+    lines += [""] + [f"- error seen: `{_short(e)}`" for e in errors]
+    lines += ["Without pacing, the same pushes fail: to `rx_buffer=256&raw_paste=0` the first "
+              "exec loses bytes and ends in a Python error or 10 s of silence"
+              "; to `rx_buffer=256` the binary session's frames overrun the buffer and every "
+              "resend overruns it again: that retried for ever, and now gives up after 8 "
+              "resends without progress with a one-line error (both in `tests/test_link.py`).",
+              ""]
+    return "\n".join(lines)
 
 
 def render(rows: list[tuple[str, list[faultlib.Outcome]]], bench: faultlib.Bench) -> str:

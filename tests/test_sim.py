@@ -240,3 +240,20 @@ def test_a_killed_supervisor_takes_its_board_down_with_it(tmp_path: Path) -> Non
     while not gone():
         assert time.monotonic() < deadline, "the virtual board outlived its supervisor"
         time.sleep(0.05)
+
+
+def test_a_late_friendly_banner_does_not_hide_the_next_clients_raw_repl(tmp_path: Path) -> None:
+    # On a pty, the banner a leaving client's Ctrl-B asked for can arrive in one read with the
+    # raw banner the next client's Ctrl-A asks for: the board is in the raw REPL, and raw-REPL
+    # output must stay raw (it used to come back with LF turned into CRLF now and then).
+    from mpkick.sim.options import SimOptions
+    from mpkick.sim.supervisor import VirtualBoard
+
+    vb = VirtualBoard(SimOptions(image=tmp_path / "flash.img"))
+    path = vb.start("pty")
+    try:
+        for _ in range(20):
+            with Board.connect(str(path)) as b:
+                assert b.exec("print(6 * 7)") == b"42\n"
+    finally:
+        vb.close()

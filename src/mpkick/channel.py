@@ -32,6 +32,9 @@ ACK, NAK, ERR = 0x06, 0x15, 0x45
 OPEN, DATA, ZDATA, COMMIT, MKDIR, REMOVE, RMDIR, RENAME, END = b"ODZCMRQNX"
 STREAM = ord("S")
 PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) pairs
+#: Resends in a row with no frame acknowledged in between: then the link loses more than it
+#: carries (an overrunning UART, a bad cable), and trying on would never end.
+MAX_RESENDS = 8
 
 
 #: The capabilities ``mk_caps`` reports as bits of a mask, in its order.
@@ -88,6 +91,11 @@ class Caps:
         return 15 if self.free >= 128 * 1024 else 12 if self.free >= 32 * 1024 else 10
 
 
+def paced_chunk(budget: int) -> int:
+    """The payload of a frame that, with its header and a resync, fits in ``budget`` bytes."""
+    return max(16, budget - len(RESYNC) - 10)
+
+
 def check(data: bytes, init: int, crc: bool) -> int:
     if crc:
         return zlib.crc32(data, init) & 0xFFFFFFFF
@@ -134,6 +142,7 @@ class SendSession:
         self.journal: list[tuple[str, str, int, str]] = []
         self._stream: Any = None  # the session's deflate compressor, made on first use
         self._ended = False  # the board left the session (seen from its prompt)
+        self._resends = 0  # resends since the board last acknowledged a frame
         self.error_text = ""  # the board's own words for the first error it reported
         repl.send_code(f"{entry}({caps.chunk})".encode())  # mk_recv, or an extension's
         # The first byte tells: 04 the board raised instead (it says why); anything else is
@@ -152,6 +161,12 @@ class SendSession:
         said = ready.split()[-1] if ready.split() else b""
         self.chunk = min(int(said), caps.chunk) if said.isdigit() else 256
         self.window_bytes = max(2 * self.chunk + 1024, 4096)
+        budget = repl.budget
+        if budget is not None:
+            # A link that loses what the board has no room for: unacknowledged frames (and a
+            # resync before them) never outgrow its buffer, since each ACK means "read".
+            self.chunk = min(self.chunk, paced_chunk(budget))
+            self.window_bytes = budget - len(RESYNC)
 
     # ----------------------------------------------------------------- operations
 
@@ -355,12 +370,19 @@ class SendSession:
         self.repl.unread(ahead)  # the answers after the damaged byte are still good
 
     def _acked(self, seq: int) -> None:
+        self._resends = 0
         while self._unacked:
             first, _ = self._unacked.popleft()
             if first == seq:
                 return
 
     def _resend(self, seq: int) -> None:
+        self._resends += 1
+        if self._resends > MAX_RESENDS:
+            raise ProtocolError(f"the board lost frame {seq} {MAX_RESENDS} times in a row: the "
+                                "link drops bytes (a UART overrun, a bad cable); files it "
+                                "finished are intact: retry, at a lower baud rate if it "
+                                "happens again")
         while self._unacked and self._unacked[0][0] != seq:
             if not any(s == seq for s, _ in self._unacked):
                 break

@@ -23,6 +23,10 @@ class PortBusy(ConnectError):
     """Another process holds the port."""
 
 
+class NoAnswer(ConnectError):
+    """The port opened but no MicroPython answered on it (hung, in its bootloader, not one)."""
+
+
 class DeviceTimeout(MpkickError):
     """The board stopped answering within the time allowed."""
 

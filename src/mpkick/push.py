@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from .boardstate import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
-from .channel import file_digest
+from .channel import file_digest, paced_chunk
 from .errors import InputError, VerifyError
 from .ignore import IgnoreRules
 from .ports import open_target
@@ -255,10 +255,14 @@ def transfer_notes(target: Target) -> list[str]:
                 "compare: no hashlib: size + weak sum + this host's record of what it pushed",
                 "write: " + ("temporary name, read back by weak sum, renamed" if caps.rename
                              else "in place (no os.rename), read back by weak sum")]
+    repl = target.repl  # type: ignore[attr-defined]
+    budget = repl.budget
+    frames = caps.chunk if budget is None else min(caps.chunk, paced_chunk(budget))
     compress = (f"deflate, window 2^{caps.wbits}" if caps.deflate else
                 f"zlib, window 2^{caps.wbits}" if caps.zlib else "off (no deflate or zlib)")
     return [
-        f"transfer: binary frames of {caps.chunk} bytes with "
+        *link_notes(repl.cooked, budget, repl.paste_window),
+        f"transfer: binary frames of {frames} bytes with "
         f"{'CRC-32' if caps.crc32 else 'sum'} checks; compression {compress}",
         "compare: " + ("sha256 on the board, manifest keeps unchanged files from rehashing"
                        if caps.hashlib else
@@ -269,6 +273,22 @@ def transfer_notes(target: Target) -> list[str]:
                      if caps.rename else
                      "in place (no os.rename), verified after writing"),
     ]
+
+
+def link_notes(cooked: bool, budget: int | None, paste_window: int) -> list[str]:
+    """What the link does to bytes and how the host copes, for ``--verbose``."""
+    notes = []
+    if cooked:
+        notes.append("link: turns LF into CRLF on the way back (seen in the raw REPL's "
+                     "banner): every read deletes the CR it inserted")
+    if budget is not None:
+        source = ("the board's raw-paste window" if paste_window else
+                  "no raw-paste: pyboard.py's figure; code goes in pieces the board "
+                  "acknowledges")
+        notes.append(f"link: loses what the board cannot buffer (a UART without flow "
+                     f"control): at most {budget} bytes unread on the way ({source}), "
+                     "one acknowledgement window of frames")
+    return notes
 
 
 def _verify_and_record(board: Any, record: HostRecord, local: LocalTree, done: Any) -> None:

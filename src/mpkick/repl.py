@@ -12,10 +12,20 @@ import re
 import time
 from collections.abc import Callable
 
-from .errors import BoardError, ConnectError, DeviceTimeout, MpkickError, ProtocolError, os_error
+from .errors import (
+    BoardError,
+    ConnectError,
+    DeviceTimeout,
+    MpkickError,
+    NoAnswer,
+    ProtocolError,
+    os_error,
+)
 from .transport import Transport
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
+#: The raw REPL's banner up to its line end, where a link that is not 8-bit clean shows itself.
+RAW_BANNER = RAW_PROMPT[:-2]
 SOFT_REBOOT = b"soft reboot\r\n"
 #: What a board prints when it powers on (never after a soft reset in the raw REPL).
 POWER_ON = re.compile(rb'MicroPython [^\r\n]* on [^\r\n]*\r\nType "help\(\)" for more '
@@ -25,6 +35,10 @@ Stream = Callable[[bytes], None]
 #: 6.4 kB/s, which a 64-byte receive buffer kept up with in every trial on the real micro:bit
 #: firmware under QEMU (256 bytes every 10 ms lost bytes in a third of them).
 PACE_BURST, PACE_GAP = 32, 0.005
+#: What a paced host assumes a board without raw-paste can hold unread (pyboard.py's figure).
+UNPASTED_BUFFER = 256
+#: On a cooked link, how long a CR may wait for the LF the link would send right after it.
+CR_GRACE = 0.3
 
 _ERRNO_NAMES = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12,
                 "EACCES": 13, "EEXIST": 17, "ENODEV": 19, "ENOTDIR": 20, "EISDIR": 21,
@@ -77,6 +91,22 @@ class RawRepl:
         self.broken = False
         self.pace = (PACE_BURST, PACE_GAP)  # for code sent without raw-paste
         self._loader = False  # the echo loader is defined on the board (see _echo_send)
+        #: The link turns every LF the board sends into CRLF (seen in the raw REPL's banner);
+        #: from then on every read deletes the CR it inserted.
+        self.cooked = False
+        self._held_cr = False  # a CR at the end of a read: is it the link's, before an LF?
+        #: The link loses what the board does not read in time (a UART without flow control):
+        #: never have more than ``budget`` bytes unread on the way.
+        self.paced = transport.overruns
+        self.paste_window = 0  # the board's raw-paste window, once it has said
+
+    @property
+    def budget(self) -> int | None:
+        """How many bytes may be on their way to the board unread; None: no limit (the link
+        makes the writer wait). A board with raw-paste names its buffer in its window."""
+        if not self.paced:
+            return None
+        return self.paste_window or UNPASTED_BUFFER
 
     # ----------------------------------------------------------------- reading
 
@@ -105,10 +135,50 @@ class RawRepl:
                 raise DeviceTimeout(f"the board stopped answering while waiting for {what} "
                                     f"({timeout:g} s of silence); press its reset button or "
                                     "replug it, then retry")
-            chunk = self.transport.read(65536, min(remaining, 0.5))
+            chunk = self._recv(min(remaining, 0.5))
             if chunk:
                 self._take(chunk)
                 deadline = time.monotonic() + timeout
+
+    def _recv(self, timeout: float) -> bytes:
+        """One read from the link, with a cooked link's CRLF turned back into LF."""
+        chunk = self.transport.read(65536, timeout)
+        if not self.cooked:
+            return chunk
+        out = self._uncook(chunk)
+        while self._held_cr:
+            # The link sends its CR and the LF after it together: a CR followed by silence is
+            # the board's own (an ACK for frame 13, say), and the board waits for us.
+            more = self.transport.read(65536, CR_GRACE)
+            if not more:
+                self._held_cr = False
+                return out + b"\r"
+            out += self._uncook(more)
+        return out
+
+    def _uncook(self, chunk: bytes) -> bytes:
+        """Undo LF -> CRLF exactly: the link put one CR before every LF, so each CRLF was an
+        LF. A CR that ends a read waits for the next byte to tell which it is."""
+        if self._held_cr:
+            chunk = b"\r" + chunk
+        self._held_cr = chunk.endswith(b"\r")
+        if self._held_cr:
+            chunk = chunk[:-1]
+        return chunk.replace(b"\r\n", b"\n")
+
+    def _read_raw_prompt(self, timeout: float) -> bytes:
+        """The raw REPL's prompt. Its banner ends in CRLF from the firmware itself; a link
+        that turns LF into CRLF makes that CR CR LF, and from then on is undone on every read:
+        noticing costs no byte more than the prompt."""
+        seen = self.read_until(RAW_BANNER, timeout, what="the raw REPL prompt")
+        tail = self.read_exact(2, 2)
+        if tail == b"\r\n" and not self.cooked:
+            tail = b"\n" + self.read_exact(1, 2)  # CR (the link's) LF (the firmware's) >
+            self.cooked = True
+            self._buf[:] = self._uncook(bytes(self._buf))
+        if tail != b"\n>":
+            raise DeviceTimeout(f"the raw REPL prompt arrived damaged ({tail!r})")
+        return seen + tail
 
     def _take(self, chunk: bytes) -> None:
         """Buffer ``chunk``; a power-on banner in the raw REPL means the board lost its power
@@ -130,7 +200,7 @@ class RawRepl:
             if remaining <= 0:
                 raise DeviceTimeout("the board stopped answering in the middle of a transfer; "
                                     "replug it and retry")
-            chunk = self.transport.read(65536, min(remaining, 0.5))
+            chunk = self._recv(min(remaining, 0.5))
             if chunk:
                 self._take(chunk)
                 deadline = time.monotonic() + timeout
@@ -145,7 +215,7 @@ class RawRepl:
         self._buf.clear()
         end = time.monotonic() + limit
         while time.monotonic() < end:
-            chunk = self.transport.read(65536, quiet)
+            chunk = self._recv(quiet)
             if not chunk:
                 break
             data += chunk
@@ -156,7 +226,7 @@ class RawRepl:
         data = bytes(self._buf)
         self._buf.clear()
         if timeout > 0:
-            data += self.transport.read(65536, timeout)
+            data += self._recv(timeout)
         return data
 
     def unread(self, data: bytes) -> None:
@@ -185,14 +255,14 @@ class RawRepl:
                 seen += self.drain(0.2)
                 self.write(b"\r\x01")
             try:
-                seen += self.read_until(RAW_PROMPT, wait, what="the raw REPL prompt")
+                seen += self._read_raw_prompt(wait)
                 break
             except DeviceTimeout:
                 seen += self._buf
                 self._buf.clear()
         else:
             sample = bytes(seen[-60:]).decode("ascii", "replace").strip() or "nothing"
-            raise ConnectError(f"no MicroPython answered on {self.transport.name} (it said: "
+            raise NoAnswer(f"no MicroPython answered on {self.transport.name} (it said: "
                                f"{sample!r}); is the board running MicroPython?")
         self.in_raw = True
         self.interrupted = b"KeyboardInterrupt" in seen
@@ -287,6 +357,7 @@ class RawRepl:
 
     def _paste(self, code: bytes, timeout: float) -> None:
         window = int.from_bytes(self.read_exact(2, timeout), "little")
+        self.paste_window = window
         remain = window
         i = 0
         while i < len(code):
@@ -308,7 +379,7 @@ class RawRepl:
         self.read_until(b"\x04", timeout, what="the board to accept the code")
 
     def transport_pending(self) -> bool:
-        chunk = self.transport.read(65536, 0)
+        chunk = self._recv(0)
         if chunk:
             self._take(chunk)
         return bool(chunk)

@@ -23,6 +23,7 @@ from .common import (
     jobs_option,
     open_board,
     open_target,
+    options,
 )
 
 
@@ -371,12 +372,27 @@ repl_cmd.epilog = example("mpkick -p /dev/ttyACM0 repl")
 @common_options
 @jobs_option
 def reset_cmd(hard: bool) -> None:
-    """Soft-reset the board (it runs boot.py and main.py again), or hard-reset with --hard."""
+    """Soft-reset the board (it runs boot.py and main.py again), or hard-reset with --hard.
+
+    A board that no longer answers is reset with --hard through the port's reset line, on
+    boards wired for one (ESP32/ESP8266 auto-reset circuits)."""
+    from ..errors import NoAnswer
+
     refs = fleet_cmds.many()
     if refs is not None:
         fleet_cmds.reset_many(refs, hard)
         return
-    with open_board() as board:
+    try:
+        board = open_board()
+    except NoAnswer:
+        if not hard:
+            raise
+        from ..transport import open_transport
+
+        with open_transport(options().resolved_port()) as transport:
+            out(f"the board did not answer, so mpkick {transport.pulse_reset()}")
+        return
+    with board:
         board.reset(hard=hard)
 
 

@@ -43,6 +43,9 @@ class Options:
         from ..selection import resolve
 
         self.load_settings()
+        for line in ("dtr", "rts"):  # the settings' line states, unless --dtr/--rts said
+            if line in self.settings:
+                os.environ.setdefault(f"MPKICK_{line.upper()}", str(self.settings[line]))
         specs = self.ports or [os.environ.get("MPKICK_PORT") or ""]
         if specs == [""]:
             configured = self.settings.get("port") or "auto"
@@ -95,6 +98,12 @@ def _common(f: F, port_names: tuple[str, ...]) -> F:
                      callback=_store("verbose"), help="Say more (which paths were chosen)")(f)
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False,
                      callback=_store("quiet"), help="Print only errors")(f)
+    for line in ("dtr", "rts"):
+        f = click.option(f"--{line}", metavar="on|off", expose_value=False,
+                         callback=_line(line),
+                         help=f"{line.upper()} while mpkick holds a serial port (default on; "
+                              f"off for boards with {line.upper()} wired to reset; also "
+                              f"MPKICK_{line.upper()})")(f)
     return f
 
 
@@ -103,6 +112,18 @@ def jobs_option(f: F) -> F:
     return click.option("-j", "--jobs", type=click.IntRange(min=1), expose_value=False,
                         callback=_store("jobs"), metavar="N",
                         help="With many boards: how many at once [default: all]")(f)
+
+
+def _line(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """``--dtr``/``--rts``: the serial transport reads them from the environment, so every
+    way a command opens a port (and its subprocesses) keeps the lines alike."""
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            from ..transport.lines import line_value
+
+            os.environ[f"MPKICK_{name.upper()}"] = "on" if line_value(name, value) else "off"
+
+    return callback
 
 
 def open_target(port: str | None = None) -> Target:

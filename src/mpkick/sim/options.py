@@ -1,6 +1,7 @@
 """``sim://`` URLs: which flash image, how large, how fast a link, which kind of board.
 
 ``sim://PATH?size=1M&block_size=4096&baud=115200&heap=64K&raw_paste=0&hide=hashlib,deflate``
+(``cook=1``: a link that turns LF into CRLF; ``rx_buffer=256``: a UART that overruns)
 or ``sim://?profile=microbit``. ``romfs=256K`` (the default; 0 for none) is the ROM partition
 behind ``vfs.rom_ioctl``, kept in its own file beside the flash image (``PATH.romfs``);
 ``romfs_erase=whole`` makes it erase only from its start, as ports before ranged erase do.
@@ -47,6 +48,11 @@ class SimOptions:
     romfs_erase: str = "block"  # "block": erases any 4 KiB block; "whole": only from the start
     serial: str | None = None  # the board's serial number: machine.unique_id() and id:SERIAL
     faults: dict[str, str] = field(default_factory=dict)
+    #: The link is not 8-bit clean: every LF the board sends arrives as CRLF (a telnet hop).
+    cook: bool = False
+    #: The board's UART input buffer, in bytes (0: unbounded): what arrives while it is full
+    #: and nobody reads is lost, as on a real UART without flow control.
+    rx_buffer: int = 0
 
     @property
     def image_path(self) -> Path:
@@ -97,10 +103,12 @@ def parse_url(url: str) -> SimOptions:
             updates[key] = parse_size(value)
         elif key == "baud":
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
-        elif key == "raw_paste":
+        elif key in ("raw_paste", "cook"):
             updates[key] = value.lower() not in ("0", "no", "false", "off")
         elif key == "serial":
             updates[key] = value if _is_hex(value) else _bad_serial(value)
+        elif key == "rx_buffer":
+            updates[key] = parse_size(value)
         elif key == "hide":
             updates[key] = tuple(h for h in value.split(",") if h)
         else:

@@ -41,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
 import time
 import tty
@@ -106,6 +107,7 @@ class Counters:
     board_to_host: int = 0
     reboots: int = 0
     power_cuts: int = 0
+    overrun: int = 0  # host bytes lost because the board's input buffer was full (rx_buffer)
 
 
 def _number_list(text: str) -> list[int]:
@@ -228,6 +230,8 @@ class VirtualBoard:
         self._last_out = 10
         self._to_child = bytearray()
         self._to_host = bytearray()
+        self._child_tty = ""  # the path of the port's pty, for its input queue (rx_buffer)
+        self._cooked = 0  # how much of _to_host the cooked link has translated already
         self._child_ready = 0.0
         self._host_ready = 0.0
         self._last_sigint = 0.0
@@ -378,6 +382,7 @@ class VirtualBoard:
     def _spawn(self, raw: bool, main: str | None = None) -> None:
         master, slave = pty.openpty()
         tty.setraw(slave)
+        self._child_tty = os.ttyname(slave)
         args = list(self.command)
         if self.options.heap:
             args += ["-X", f"heapsize={self.options.heap}"]
@@ -640,10 +645,13 @@ class VirtualBoard:
                 self._hiding = True
             else:
                 out += self._text(buf[pos:end])
+                # The expectation stays until the host's next byte: a friendly banner that a
+                # client's Ctrl-B asked for can arrive late, with the raw one for the next
+                # client's Ctrl-A in the same read, and that one must count too.
                 if mark is RAW_MARK:
-                    self.raw_mode, self._expect_banner = True, False
+                    self.raw_mode = True
                 elif mark is FRIENDLY_MARK:
-                    self.raw_mode, self._expect_banner = False, False
+                    self.raw_mode = False
                 else:
                     self._booting = False
             pos = end
@@ -725,12 +733,17 @@ class VirtualBoard:
             del self._to_child[:3]
             self._to_host += b"R\x00"
             return
+        lost = self._overrun(chunk)
         try:
-            n = os.write(self._child_fd, chunk)
+            n = os.write(self._child_fd, chunk[:len(chunk) - lost]) if lost < len(chunk) else 0
         except BlockingIOError:
             return
         except OSError:
             return  # the child is gone; _read_child reboots it
+        if lost:
+            n = len(chunk)  # what did not fit is gone, as from a UART's full FIFO
+            self.counters.overrun += lost
+            self.fault_log.append(f"overrun: lost {lost} host->board bytes after {self._fed}")
         if n:
             self._expect_banner = chunk[n - 1] in (0x01, 0x02)
         del self._to_child[:n]
@@ -739,7 +752,24 @@ class VirtualBoard:
         if mark is not None and self._fed >= mark:
             self._reached()
 
+    def _overrun(self, chunk: bytes) -> int:
+        """``rx_buffer``: how many bytes of ``chunk`` do not fit in the board's input buffer,
+        counting what it holds unread (the pty's input queue, asked through a fresh handle on
+        its slave: one kept open would hide the port's exit)."""
+        if not self.options.rx_buffer:
+            return 0
+        try:
+            fd = os.open(self._child_tty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return 0
+        try:
+            pending = int.from_bytes(fcntl.ioctl(fd, termios.TIOCINQ, b"\0" * 4), "little")
+        finally:
+            os.close(fd)
+        return max(0, len(chunk) - max(0, self.options.rx_buffer - pending))
+
     def _write_host(self) -> None:
+        self._cook()
         limit = 64 if self.options.baud else len(self._to_host)
         f = self.faults
         if f.drop_b2h or f.corrupt_b2h:
@@ -747,6 +777,7 @@ class VirtualBoard:
             damaged = self._damage(part, self._b2h_pos, f.drop_b2h, f.corrupt_b2h, "board->host")
             self._b2h_pos += len(part) - len(damaged)  # dropped bytes still took their place
             self._to_host[:limit] = damaged
+            self._cooked -= len(part) - len(damaged)
             limit = len(damaged)
         try:
             n = os.write(self._host_fd, self._to_host[:limit])
@@ -763,4 +794,12 @@ class VirtualBoard:
         self.counters.board_to_host += n
         self._b2h_pos += n
         del self._to_host[:n]
+        self._cooked = max(0, self._cooked - n)
         self._host_ready = max(self._host_ready, time.monotonic()) + n * self._byte_time()
+
+    def _cook(self) -> None:
+        """``cook=1``: the link turns every LF the board sends into CRLF, whatever the REPL's
+        mode, as a telnet hop or a terminal server with ``onlcr`` does (once per byte)."""
+        if self.options.cook and self._cooked < len(self._to_host):
+            self._to_host[self._cooked:] = self._to_host[self._cooked:].replace(b"\n", b"\r\n")
+            self._cooked = len(self._to_host)

@@ -11,6 +11,9 @@ class Transport(abc.ABC):
     ``ConnectError``."""
 
     name: str = ""
+    #: Bytes the board does not read in time are lost (a UART without flow control), where
+    #: USB-CDC or a pty make the writer wait: the host then paces itself.
+    overruns: bool = False
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None: ...
@@ -20,6 +23,14 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def pulse_reset(self) -> str:
+        """Hard-reset the board through a reset line; what was done, in words. A link
+        without modem-control lines has none."""
+        from ..errors import ConnectError
+
+        raise ConnectError(f"{self.name} has no reset line: press the board's reset button "
+                           "or replug it")
 
     def __enter__(self) -> Transport:
         return self

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import serial
 from serial.tools import list_ports
 
 from ..errors import ConnectError, PortBusy
 from .base import Transport
+from .lines import Lines, pulse_reset, settle
 
 #: USB vendor:product pairs of boards that run MicroPython (and the bridges they use).
 KNOWN_USB = {
@@ -22,6 +24,24 @@ KNOWN_USB = {
     (0x1A86, 0x55D4): "CH9102 USB-UART (ESP boards)",
     (0x0403, 0x6001): "FTDI USB-UART",
 }
+
+
+#: USB vendors whose MicroPython boards speak USB-CDC from the chip itself: the host's writes
+#: wait while the board's buffer is full, so nothing overruns. (DAPLink and USB-UART bridges
+#: pass bytes on to a UART at its pace, and a UART drops what the board does not read in time.)
+NATIVE_USB = {0x2E8A, 0xF055, 0x303A, 0x239A}
+
+
+def overruns(url: str) -> bool:
+    """Whether bytes sent to the board at ``url`` can be lost when it is slow to read them."""
+    if "://" in url:
+        return url.lower().startswith(("socket://", "rfc2217://"))  # often a UART far away
+    real = os.path.realpath(url)
+    for port in list_ports.comports():
+        if port.vid is not None and real in (port.device, os.path.realpath(port.device)):
+            return port.vid not in NATIVE_USB
+    # A pty waits for its reader; ttyACM / usbmodem are USB-CDC; anything else may be a UART.
+    return not (real.startswith("/dev/pts/") or "ttyACM" in real or "usbmodem" in real)
 
 
 def describe_usb(vid: int | None, pid: int | None) -> str | None:
@@ -49,14 +69,21 @@ def auto_port() -> str:
 
 
 class SerialTransport(Transport):
-    def __init__(self, url: str, baudrate: int = 115200) -> None:
+    def __init__(self, url: str, baudrate: int = 115200, lines: Lines | None = None) -> None:
         self.name = url
+        self.lines = lines or Lines.from_env()
+        self.overruns = overruns(url)
         try:
             self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.1,
                                                write_timeout=10, do_not_open=True)
             if hasattr(self._port, "exclusive") and "://" not in url:
                 self._port.exclusive = True
+            # As the port opens the OS asserts both lines: ask for the same, so opening changes
+            # nothing, then move to the chosen states in an order that resets no board.
+            self._port.dtr = True
+            self._port.rts = True
             self._port.open()
+            self._set_lines(self.lines)
         except serial.SerialException as exc:
             text = str(exc)
             if "exclusively lock" in text or "Resource temporarily unavailable" in text \
@@ -88,6 +115,21 @@ class SerialTransport(Transport):
         except (serial.SerialException, OSError, TypeError) as exc:
             raise ConnectError(f"lost the board on {self.name}: {exc}") from exc
 
+    def _set_lines(self, lines: Lines) -> None:
+        with contextlib.suppress(serial.SerialException, OSError):  # a pty has no lines
+            settle(self._port, lines.dtr, lines.rts)
+
+    def pulse_reset(self) -> str:
+        """Hard-reset a board wired for it through the lines; what was done, in words."""
+        try:
+            return pulse_reset(self._port, self.lines)
+        except (serial.SerialException, OSError) as exc:
+            raise ConnectError(f"cannot reset the board on {self.name} through its lines: "
+                               f"{exc}") from exc
+
     def close(self) -> None:
+        # Closing drops both lines; releasing RTS first means they never pass through the
+        # auto-reset circuit's reset state (Windows drops DTR first: mpremote PR #18001).
+        self._set_lines(Lines(dtr=False, rts=False))
         with contextlib.suppress(serial.SerialException, OSError):
             self._port.close()

@@ -16,6 +16,7 @@ class SimTransport(Transport):
     def __init__(self, options: SimOptions) -> None:
         self.board = VirtualBoard(options)
         self.name = f"sim://{self.board.image}"
+        self.overruns = options.rx_buffer > 0  # it models a UART's input buffer
         end = self.board.start("socket")
         assert isinstance(end, socket.socket)
         self._sock = end
