@@ -396,12 +396,12 @@ def _batches(source: str, size: int = 2048) -> list[str]:
     return pieces
 
 
-def _self_installer(text: str, store: bool) -> str:
+def _self_installer(text: str, store: bool, name: str = AGENT) -> str:
     """Code that inflates the agent on the board, stores it (atomically) and runs it: the
     agent crosses the wire once, compressed, instead of once plain and once to be stored."""
     pack = zlib.compressobj(9, zlib.DEFLATED, -12)
     blob = base64.b64encode(pack.compress(text.encode()) + pack.flush()).decode()
-    tmp, final = f"{META}/{AGENT}.mkt", f"{META}/{AGENT}.py"
+    tmp, final = f"{META}/{name}.mkt", f"{META}/{name}.py"
     keep = (f"try:\n import os\n try:\n  os.mkdir({META!r})\n except OSError:\n  pass\n"
             f" with open({tmp!r}, 'w') as _mk_f:\n  _mk_f.write(_mk_s)\n"
             f" os.rename({tmp!r}, {final!r})\nexcept Exception:\n pass\n") if store else ""
