@@ -316,3 +316,30 @@ def test_a_killed_host_leaves_a_responsive_board(tmp_path: Path, host: Path) -> 
         assert out.split() == [b"/", b"False", b"True"]
     finally:
         board.close()
+
+
+def test_watch_attached_restarts_the_program_on_every_save(board: Board, host: Path) -> None:
+    from mpkick.attach import watch_attached
+    from mpkick.watch import Output
+
+    (host / "main.py").write_text("import app\nprint('answer', app.answer())\n")
+    seen = Screen()
+    stop = threading.Event()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, Output):
+            seen.write(event.data)
+
+    thread = threading.Thread(target=watch_attached, args=(board, [Folder(host)]),
+                              kwargs={"stop": stop, "on_event": on_event}, daemon=True)
+    thread.start()
+    try:
+        at = seen.wait_for(b"answer 42")
+        time.sleep(0.3)
+        (host / "app.py").write_text("def answer():\n    return 7\n")
+        seen.wait_for(b"answer 7", at)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert b"/remote" not in board.exec("import sys\nprint(sys.path)")

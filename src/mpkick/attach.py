@@ -133,7 +133,8 @@ class Server:
         self.requests = 0
         self.aborts = 0  # requests the board gave up on (Ctrl-C)
         self.stop = threading.Event()
-        self.changed = threading.Event()  # set at every host change (watch --attach waits)
+        self.changed = threading.Event()  # a change the board did not make (watch --attach)
+        self._own: dict[tuple[int, str], float] = {}  # what the board changed itself, when
         self._watcher: threading.Thread | None = None
         if watch:
             with contextlib.suppress(ImportError):
@@ -222,7 +223,9 @@ class Server:
             self._log.append((self.epoch, f"{idx}:{rel}"))
             del self._log[:-CHANGE_LOG]
             self._sent.pop((idx, rel), None)
-        self.changed.set()
+            own = time.monotonic() - self._own.get((idx, rel), -10.0) < 2.0
+        if not own:
+            self.changed.set()
 
     def _watch(self) -> None:
         import watchfiles
@@ -287,6 +290,8 @@ class Server:
             return self._close(int(args[0]))
         if not folder.write:
             raise OSError(errno.EROFS, "read-only: attach with --write to change files")
+        for rel in args[:2] if op == b"N" else args[:1]:
+            self._own[(idx, rel)] = self._own[(idx, posixpath.dirname(rel))] = time.monotonic()
         if op == b"O":
             return self._open(idx, args[0], args[1])
         path = self.resolve(idx, args[0])
@@ -440,7 +445,9 @@ class Server:
         """The new content replaces the old in one rename: a reader sees old or new."""
         if handle not in self._handles:
             raise OSError(errno.EBADF, "file not open")
-        _idx, path, tmp, f = self._handles.pop(handle)
+        idx, path, tmp, f = self._handles.pop(handle)
+        rel = path.relative_to(self.folders[idx].root).as_posix()
+        self._own[(idx, rel)] = self._own[(idx, posixpath.dirname(rel))] = time.monotonic()
         try:
             f.flush()
             os.fsync(f.fileno())
@@ -720,5 +727,50 @@ def attached(board: Board, folders: Sequence[Folder], **options: object) -> Iter
     try:
         session.start()
         yield session
+    finally:
+        session.close()
+
+
+def watch_attached(board: Board, folders: Sequence[Folder], *, run: str | None = None,
+                   stop: threading.Event, on_event: Callable[[object], None],
+                   compile: bool = False, debounce: float = 0.05) -> None:
+    """Run ``run`` (default: main.py as a board boots) with ``folders`` attached; every
+    change on the host (not one the program made) restarts it from a soft reset, attached
+    again. Nothing is pushed. Events are ``watch``'s Output, Notice and Finished."""
+    from .watch import Finished, Notice, Output
+
+    session = Attachment(board, folders, compile=compile)
+    session.start()
+    code = f"exec(open({run!r}).read(), {{'__name__': '__main__'}})" if run else "mk_main()"
+    repl = board.repl
+    try:
+        while not stop.is_set():
+            session.server.changed.clear()
+            repl.send_code(code.encode())
+            stage, failed = 0, False
+            while not stop.is_set() and not session.server.changed.is_set():
+                data = session.feed(repl.take(0.05))
+                while data and stage < 3:
+                    if stage == 2:
+                        stage = 3 if data[:1] == b">" else 2
+                        data = data[1:]
+                        if stage == 3:
+                            on_event(Finished(ok=not failed))
+                        continue
+                    end = data.find(b"\x04")
+                    part, data = (data, b"") if end < 0 else (data[:end], data[end + 1:])
+                    if part:
+                        on_event(Output(part.replace(b"\r\n", b"\n"), error=stage == 1))
+                        failed = failed or stage == 1
+                    if end >= 0:
+                        stage += 1
+            if stop.is_set():
+                break
+            time.sleep(debounce)  # saves come in bursts
+            on_event(Notice("changed on the host: restarting the program"))
+            if stage < 3:
+                session.interrupt()
+            board.soft_reset()
+            session.reattach()
     finally:
         session.close()
