@@ -406,6 +406,7 @@ class _Reader(io.IOBase):
             parts = []
             while self.pos < self.size:
                 parts.append(self._get(32768))
+            gc.collect()  # the whole file needs one free block of its size
             data = b"".join(parts)
         else:
             data = self._get(n)
