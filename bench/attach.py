@@ -170,7 +170,7 @@ def flash_import(baud: int, top: Path, work: Path) -> float | str:
         env = tool_env(work)
         subprocess.run([str(BIN / "mpkick"), "-p", str(link), "-q", "push", str(top / "benchpkg"),
                         "/flash/benchpkg"], check=True, capture_output=True, env=env, timeout=1200)
-        code = board_code("/flash").split("t = time.ticks_ms(); d =")[0] + \
+        code = board_code("/flash").split("import gc; gc.collect()")[0] + \
             "print('MKFLASH', cold, warm)\n"
         done = subprocess.run([str(BIN / "mpkick"), "-p", str(link), "exec", code],
                               capture_output=True, text=True, env=env, timeout=1200)

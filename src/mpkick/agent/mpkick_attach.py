@@ -109,11 +109,9 @@ class _Link:
     def _frame(self):
         one = self.one
         while True:
-            self._wait()
-            self.inp.readinto(one)
+            self._byte(one)
             if one[0] == 0x10:
-                self._wait()
-                self.inp.readinto(one)
+                self._byte(one)
                 if one[0] == 0x53:
                     break
         head = self._read(7)
@@ -127,6 +125,14 @@ class _Link:
                 return _deflate.DeflateIO(io.BytesIO(data), _deflate.RAW, self.wbits).read()
             return _zlib.decompress(data, -self.wbits)
         return data
+
+    def _byte(self, one):
+        # Before an answer starts: keys typed meanwhile are skipped. An end of input (a link
+        # that reports the host leaving) is a hang-up, as silence is.
+        self._wait()
+        if not self.inp.readinto(one):
+            self.hang_up()
+            raise OSError(5)
 
     def _read(self, n):
         buf = bytearray(n)
