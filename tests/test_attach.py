@@ -343,3 +343,22 @@ def test_watch_attached_restarts_the_program_on_every_save(board: Board, host: P
         thread.join(30)
     assert not thread.is_alive()
     assert b"/remote" not in board.exec("import sys\nprint(sys.path)")
+
+
+def test_the_benchmark_harness_measures_a_real_attach(tmp_path: Path) -> None:
+    """bench/attach.py, run small: the project has the promised shape and mpkick's run on a
+    virtual board gives a time for every scenario (no time is asserted)."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_attach", ROOT / "bench" / "attach.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    top = tmp_path / "project"
+    bench.make_project(top)
+    assert len(list((top / "benchpkg").glob("m*.py"))) == 50
+    assert len(list((top / "tree").rglob("*.txt"))) == 500
+    assert (top / "big.bin").stat().st_size == 200 * 1024
+    result = bench.measure("mpkick", 0, top, tmp_path)
+    assert isinstance(result, dict) and all(isinstance(v, float) for v in result.values()), result

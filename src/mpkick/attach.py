@@ -661,7 +661,7 @@ class Attachment:
     def terminal(self, stdin_fd: int, stdout: Stream, main: bool = False) -> None:
         """The board's friendly REPL with the folders attached, until Ctrl-]. A soft reset
         (Ctrl-D) is followed by the folders again, then main.py, as a board boots."""
-        from .terminal import EXIT_KEY, _raw_keyboard
+        from .terminal import _raw_keyboard, forward_keys
 
         stop = threading.Event()
         repl = self.board.repl
@@ -696,16 +696,7 @@ class Attachment:
         with _raw_keyboard(stdin_fd):
             if not main:
                 self.send_keys(b"\r")
-            while not stop.is_set():
-                keys = os.read(stdin_fd, 1024)
-                if not keys:
-                    stop.wait(1.0)
-                    break
-                if EXIT_KEY in keys:
-                    keys = keys[:keys.index(EXIT_KEY)]
-                    self.send_keys(keys.replace(b"\n", b"\r"))
-                    break
-                self.send_keys(keys.replace(b"\n", b"\r"))
+            forward_keys(stdin_fd, self.send_keys, stop, linger=1.0)
         stop.set()
         thread.join(2)
 
