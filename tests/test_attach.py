@@ -167,12 +167,15 @@ def test_hostile_requests_from_the_board_get_eacces(board: Board, host: Path,
 
 
 def test_compile_makes_the_board_import_mpy(board: Board, host: Path) -> None:
+    (host / "bad.py").write_text("def broken(:\n")
     with attached(board, [Folder(host)], compile=True) as s:
         out = s.run("import app, os\nprint(app.__file__, app.answer())\n"
                     "print(sorted(os.listdir()))")
+        with pytest.raises(BoardError, match="SyntaxError"):
+            s.run("import bad")  # the source the board compiles itself names the error
     first, second = out.decode().splitlines()
     assert first == "app.mpy 42"
-    assert "'app.mpy'" in second and "'app.py'" not in second
+    assert "'app.mpy'" in second and "'app.py'" not in second and "'bad.py'" in second
 
 
 def test_ctrl_c_stops_the_program_in_the_middle_of_a_read(session: Attachment) -> None:

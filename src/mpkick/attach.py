@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from . import agent
-from .errors import BoardError, InputError
+from .errors import BoardError, InputError, MpkickError
 from .repl import SOFT_REBOOT, error_from_traceback
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ INLINE_KINDS = (".py", ".mpy")
 INLINE_MAX = 16384  # one file larger than this is read when opened, not with its listing
 LISTING_INLINE_MAX = 96 * 1024
 CHANGE_LOG = 2000
+TEMP_SUFFIX = ".mpkick-tmp"  # a file the board is writing, renamed over the real one on close
 Stream = Callable[[bytes], None]
 
 
@@ -192,6 +193,8 @@ class Server:
                 reply, status = b"", exc.errno or errno.EIO
             except (ValueError, IndexError, UnicodeError):
                 reply, status, board_epoch = b"", errno.EINVAL, -1
+            except MpkickError:  # a module mpy-cross cannot compile, say
+                reply, status = b"", errno.EIO
             self.write(self._frame(board_epoch, status, reply))
 
     def _frame(self, board_epoch: int, status: int, body: bytes) -> bytes:
@@ -223,7 +226,8 @@ class Server:
             self._log.append((self.epoch, f"{idx}:{rel}"))
             del self._log[:-CHANGE_LOG]
             self._sent.pop((idx, rel), None)
-            own = time.monotonic() - self._own.get((idx, rel), -10.0) < 2.0
+            own = time.monotonic() - self._own.get((idx, rel), -10.0) < 2.0 or \
+                rel.endswith(TEMP_SUFFIX)
         if not own:
             self.changed.set()
 
@@ -368,7 +372,7 @@ class Server:
         with os.scandir(path) as scan:
             for entry in scan:
                 name = entry.name
-                if any(ord(c) < 0x20 for c in name):
+                if any(ord(c) < 0x20 for c in name) or name.endswith(TEMP_SUFFIX):
                     continue
                 try:
                     name.encode("utf-8")
@@ -383,9 +387,14 @@ class Server:
                 rows[name] = (is_dir, 0 if is_dir else st.st_size, int(st.st_mtime))
         if self.compiler is not None:
             for name in [n for n, r in rows.items() if not r[0] and n.endswith(".py")]:
-                if self._compiles(posixpath.join(rel, name)):
-                    del rows[name]  # the board imports the .mpy in its place
-                    rows.setdefault(name[:-3] + ".mpy", (False, -1, 0))
+                if not self._compiles(posixpath.join(rel, name)):
+                    continue
+                try:
+                    size = len(self._content(idx, posixpath.join(rel, name[:-3] + ".mpy")))
+                except MpkickError:
+                    continue  # the board imports the .py and shows the error itself
+                rows.setdefault(name[:-3] + ".mpy", (False, size, rows[name][2]))
+                del rows[name]  # the board imports the .mpy in its place
         self._sent[(idx, rel)] = self._signature(idx, rel)
         budget = min(budget, LISTING_INLINE_MAX)
         inline: dict[str, bytes] = {}
@@ -396,7 +405,7 @@ class Server:
                 break
             try:
                 data = self._content(idx, posixpath.join(rel, name))
-            except (OSError, InputError):
+            except (OSError, MpkickError):
                 continue
             if len(data) > budget:
                 break
@@ -407,7 +416,7 @@ class Server:
             if name in inline:
                 size = len(inline[name])
             elif size < 0:
-                with contextlib.suppress(OSError, InputError):
+                with contextlib.suppress(OSError, MpkickError):
                     size = len(self._content(idx, posixpath.join(rel, name)))
             n = len(inline[name]) if name in inline else -1
             entries.append(f"{name}\x00{'d' if is_dir else 'f'}\x00{max(size, 0)}\x00{mtime}"
@@ -425,7 +434,7 @@ class Server:
             raise OSError(errno.EEXIST, "exists", rel)
         if not path.parent.is_dir():
             raise OSError(errno.ENOENT, "no such folder", rel)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mpkick-tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         f = os.fdopen(fd, "wb")
         if ("a" in mode or "+" in mode) and path.exists():
             f.write(path.read_bytes())
