@@ -57,6 +57,7 @@ INLINE_KINDS = (".py", ".mpy")
 INLINE_MAX = 16384  # one file larger than this is read when opened, not with its listing
 LISTING_INLINE_MAX = 96 * 1024
 CHANGE_LOG = 2000
+PRECOMPILE_MAX = 400  # modules compiled ahead at attach; the rest when the board asks
 TEMP_SUFFIX = ".mpkick-tmp"  # a file the board is writing, renamed over the real one on close
 Stream = Callable[[bytes], None]
 
@@ -505,13 +506,13 @@ class Attachment:
         self.log = log
         self.lock = threading.RLock()
         self.attached = False
+        self._check_board()
         compiler = None
         if compile:
             from .compile import Compiler
 
             mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', None)")
             compiler = Compiler.for_board(mpy, mpy_cross)
-        self._check_board()
         caps = board.caps
         self.server = Server(self.folders, self._send, wbits=caps.wbits,
                              compress=caps.stream or caps.zlib, compiler=compiler)
@@ -538,14 +539,22 @@ class Attachment:
         """Every module compiled before the board asks: cached by hash, so this is instant
         after the first time, and a board never waits for mpy-cross."""
         from .compile import should_compile
+        from .ignore import IgnoreRules
 
         assert self.server.compiler is not None
+        left = PRECOMPILE_MAX
         for folder in self.folders:
-            for path in sorted(folder.root.rglob("*.py")):
-                rel = path.relative_to(folder.root).as_posix()
-                if should_compile(rel):
-                    with contextlib.suppress(Exception):
-                        self.server.compiler.compile(path.read_bytes(), rel, str(path))
+            rules = IgnoreRules.from_folder(folder.root)
+            for top, dirs, files in os.walk(folder.root):
+                here = Path(top).relative_to(folder.root)
+                dirs[:] = [d for d in dirs if not rules.ignored((here / d).as_posix(), True)]
+                for name in files:
+                    rel = (here / name).as_posix()
+                    if left > 0 and should_compile(rel) and not rules.ignored(rel, False):
+                        left -= 1
+                        with contextlib.suppress(MpkickError, OSError):
+                            self.server.compiler.compile((Path(top) / name).read_bytes(), rel,
+                                                         str(Path(top) / name))
 
     def _send(self, data: bytes) -> None:
         with self.lock:
