@@ -365,3 +365,13 @@ def test_the_benchmark_harness_measures_a_real_attach(tmp_path: Path) -> None:
     assert (top / "big.bin").stat().st_size == 200 * 1024
     result = bench.measure("mpkick", 0, top, tmp_path)
     assert isinstance(result, dict) and all(isinstance(v, float) for v in result.values()), result
+
+
+def test_a_large_file_reads_in_lines_pieces_and_seeks(board: Board, host: Path) -> None:
+    text = "".join(f"line {i}\n" for i in range(6000))  # 53 kB: not kept whole on the board
+    (host / "log.txt").write_text(text)
+    with attached(board, [Folder(host)]) as session:
+        out = session.run("f = open('log.txt')\nprint(f.readline().strip(), len(f.read(10)))\n"
+                          "n = sum(1 for _ in f)\nf.seek(7)\nprint(n, repr(f.read(7)), f.tell())\n"
+                          "f.close()")
+    assert out.decode().split() == ["line", "0", "10", "5998", "'line", "1\\n'", "14"]

@@ -698,9 +698,9 @@ class Attachment:
                     at = seen.find(SOFT_REBOOT)
                     if at >= 0:
                         stdout(data[:max(0, at + len(SOFT_REBOOT) - len(tail))])
-                        with self.lock:
+                        with self.lock:  # keys wait until the folders are back
                             self.reattach()
-                            self._boot_main(stdout)
+                        self._boot_main(stdout)  # keys reach main.py: Ctrl-C stops it
                         tail = b""
                         continue
                     stdout(data)

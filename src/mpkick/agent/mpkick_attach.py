@@ -395,49 +395,80 @@ class _Reader(io.IOBase):
         self.f = folder
         self.rel = rel.encode()
         self.size = size
-        self.pos = 0
+        self.pos = 0  # where the host's next piece starts
+        self.buf = b""
+        self.at = 0
         self.text = text
 
     def _get(self, n):
-        if n < 0 or n > self.size - self.pos:
-            n = self.size - self.pos
+        n = min(n, self.size - self.pos)
         if n <= 0:
             return b""
         data = _link.ask(b"R" + self.f.tag + b"\x00" + self.rel + b"\x00%d\x00%d" % (self.pos, n))
         self.pos += len(data)
         return data
 
+    def _fill(self):
+        if self.at >= len(self.buf):
+            self.buf, self.at = self._get(16384), 0
+        return len(self.buf) - self.at
+
+    def _take(self, n):
+        out = self.buf[self.at:self.at + n]
+        self.at += len(out)
+        return out
+
     def read(self, n=-1):
         if n < 0:
-            parts = []
+            parts = [self._take(len(self.buf))]
             while self.pos < self.size:
                 parts.append(self._get(32768))
             gc.collect()  # the whole file needs one free block of its size
             data = b"".join(parts)
         else:
-            data = self._get(n)
+            parts = []
+            while n > 0 and self._fill():
+                part = self._take(n)
+                n -= len(part)
+                parts.append(part)
+            data = b"".join(parts)
         return data.decode() if self.text else data
 
     def readinto(self, buf):
-        data = self._get(len(buf))
+        if not self._fill():
+            return 0
+        data = self._take(len(buf))
         buf[:len(data)] = data
         return len(data)
 
     def readline(self):
-        out = b""
-        while not out.endswith(b"\n"):
-            c = self._get(1)
-            if not c:
+        parts = []
+        while self._fill():
+            i = self.buf.find(b"\n", self.at)
+            part = self._take(len(self.buf) if i < 0 else i + 1 - self.at)
+            parts.append(part)
+            if i >= 0:
                 break
-            out += c
-        return out.decode() if self.text else out
+        line = b"".join(parts)
+        return line.decode() if self.text else line
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
 
     def seek(self, off, whence=0):
-        self.pos = off if whence == 0 else self.pos + off if whence == 1 else self.size + off
+        here = self.pos - len(self.buf) + self.at
+        self.pos = off if whence == 0 else here + off if whence == 1 else self.size + off
+        self.buf, self.at = b"", 0
         return self.pos
 
     def tell(self):
-        return self.pos
+        return self.pos - len(self.buf) + self.at
 
     def ioctl(self, req, arg):
         return 0
