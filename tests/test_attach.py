@@ -375,3 +375,15 @@ def test_a_large_file_reads_in_lines_pieces_and_seeks(board: Board, host: Path) 
                           "n = sum(1 for _ in f)\nf.seek(7)\nprint(n, repr(f.read(7)), f.tell())\n"
                           "f.close()")
     assert out.decode().split() == ["line", "0", "10", "5998", "'line", "1\\n'", "14"]
+
+
+def test_a_folder_left_by_a_dead_host_is_replaced(board: Board, host: Path) -> None:
+    """A host that died while the board sat idle left its folder mounted: the next attach
+    takes its place instead of failing, and gives back the board as it was before both."""
+    first = Attachment(board, [Folder(host)])
+    first.start()
+    first.server.close()  # the host goes away without detaching
+    with attached(board, [Folder(host)]) as s:
+        assert s.run("import app\nprint(app.answer())").strip() == b"42"
+    assert board.exec("import os, sys\nprint(os.getcwd(), '/remote' in sys.path)").split() == \
+        [b"/", b"False"]

@@ -526,8 +526,14 @@ class Attachment:
             "try:\n import select as _s\nexcept ImportError:\n _s = None\n"
             "import sys\n"
             "print(hasattr(_v, 'mount') and hasattr(_s, 'poll') and hasattr(sys, 'stdin') and "
-            "hasattr(sys.stdin, 'buffer'))\ndel _v, _s\n"
-            "try:\n import os\n print(repr((os.getcwd(), sys.path)))\nexcept Exception:\n"
+            "hasattr(sys.stdin, 'buffer'))\n"
+            # A folder an earlier host left mounted when it died unnoticed: let it go.
+            "try:\n import os\n for _o, _p in _v.mount():\n"
+            "  if type(_o).__name__ == '_Folder':\n   _v.umount(_p)\n"
+            "   if _p in sys.path: sys.path.remove(_p)\n"
+            "   if os.getcwd().startswith(_p): os.chdir('/')\nexcept Exception:\n pass\n"
+            "del _v, _s\n"
+            "try:\n print(repr((os.getcwd(), sys.path)))\nexcept Exception:\n"
             " print(None)").decode().strip().partition("\n")
         self.home = home.strip()  # the cwd and sys.path to give back, before mpkick's own
         if ok.strip() != "True":
