@@ -119,10 +119,6 @@ def walk(p):
     for e in list(os.ilistdir(p)):
         n += walk(p + '/' + e[0]) if e[1] & 0x4000 else 1
     return n
-t = time.ticks_ms(); s = load(); cold = time.ticks_diff(time.ticks_ms(), t)
-for k in [k for k in sys.modules if k.startswith('benchpkg')]:
-    del sys.modules[k]
-t = time.ticks_ms(); s2 = load(); warm = time.ticks_diff(time.ticks_ms(), t)
 import gc; gc.collect()
 try:
     t = time.ticks_ms(); size = len(open({where + '/big.bin'!r}, 'rb').read())
@@ -131,6 +127,10 @@ except Exception as e:
     print('MKFAIL read', repr(e)); read = size = -1
 gc.collect()
 t = time.ticks_ms(); n = walk({where + '/tree'!r}); lst = time.ticks_diff(time.ticks_ms(), t)
+t = time.ticks_ms(); s = load(); cold = time.ticks_diff(time.ticks_ms(), t)
+for k in [k for k in sys.modules if k.startswith('benchpkg')]:
+    del sys.modules[k]
+t = time.ticks_ms(); s2 = load(); warm = time.ticks_diff(time.ticks_ms(), t)
 print('MKBENCH', cold, warm, read, lst, s, s2, size, n)
 """
 
@@ -179,7 +179,9 @@ def flash_import(baud: int, top: Path, work: Path) -> float | str:
         env = tool_env(work)
         subprocess.run([str(BIN / "mpkick"), "-p", str(link), "-q", "push", str(top / "benchpkg"),
                         "/flash/benchpkg"], check=True, capture_output=True, env=env, timeout=1200)
-        code = board_code("/flash").split("import gc; gc.collect()")[0] + \
+        full = board_code("/flash")  # its imports, without the file scenarios
+        code = full.split("import gc; gc.collect()")[0] + \
+            full[full.index("t = time.ticks_ms(); s = load()"):full.index("print('MKBENCH'")] + \
             "print('MKFLASH', cold, warm)\n"
         done = subprocess.run([str(BIN / "mpkick"), "-p", str(link), "exec", code],
                               capture_output=True, text=True, env=env, timeout=1200)

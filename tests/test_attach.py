@@ -114,6 +114,14 @@ def test_writes_land_atomically_on_the_host(board: Board, host: Path) -> None:
     assert not [p for p in host.rglob("*") if "mpkick-tmp" in p.name]
 
 
+def test_a_file_left_open_is_saved_at_the_detach(board: Board, host: Path) -> None:
+    with attached(board, [Folder(host, write=True)]) as s:
+        s.run("f = open('open.txt', 'w')\nf.write('a' * 5000)\nf.write('end')")
+        assert not (host / "open.txt").exists()  # old content (none) until it is closed
+    assert (host / "open.txt").read_text() == "a" * 5000 + "end"
+    assert not [p for p in host.rglob("*") if "mpkick-tmp" in p.name]
+
+
 def test_several_folders_at_once(board: Board, host: Path, tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -157,10 +165,10 @@ def test_hostile_requests_from_the_board_get_eacces(board: Board, host: Path,
     with attached(board, [Folder(host, write=True)]) as s:
         for rel in ("../secret.txt", "out/secret.txt"):
             with pytest.raises(OSError) as err:
-                s.run(f"_link.ask(b'R0\\x00{rel}\\x000\\x00-1')")
+                s.run(f"import mpkick_attach as m\nm._link.ask(b'R0\\x00{rel}\\x000\\x00-1')")
             assert err.value.errno == errno.EACCES
         with pytest.raises(OSError) as err:
-            s.run("_link.ask(b'O0\\x00../evil.txt\\x00w')")
+            s.run("import mpkick_attach as m\nm._link.ask(b'O0\\x00../evil.txt\\x00w')")
         assert err.value.errno == errno.EACCES
         assert "out" not in s.run("import os\nprint(os.listdir())").decode()
     assert not (tmp_path / "evil.txt").exists()
@@ -216,10 +224,15 @@ def test_mount_of_a_project_folder_names_attach(host: Path) -> None:
 
 
 def test_the_cli_runs_code_with_the_folder_attached(sim_url: str, host: Path,
-                                                    capfd: pytest.CaptureFixture[str]) -> None:
+                                                    capfd: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["-p", sim_url, "attach", str(host), "--exec", "import app; print(app.answer())"]
                 ) == 0
     assert capfd.readouterr().out.strip() == "42"
+    monkeypatch.chdir(host)  # the default folder: "." at /remote
+    assert main(["-p", sim_url, "attach", "--write", "--exec",
+                 "with open('new.txt', 'w') as f: f.write('saved')"]) == 0
+    assert (host / "new.txt").read_text() == "saved"
     (host / "main.py").write_text("import app\nprint('main', app.answer())\n")
     assert main(["-p", sim_url, "run", "--attach", str(host), str(host / "main.py")]) == 0
     assert capfd.readouterr().out.strip() == "main 42"
@@ -387,3 +400,18 @@ def test_a_folder_left_by_a_dead_host_is_replaced(board: Board, host: Path) -> N
         assert s.run("import app\nprint(app.answer())").strip() == b"42"
     assert board.exec("import os, sys\nprint(os.getcwd(), '/remote' in sys.path)").split() == \
         [b"/", b"False"]
+
+
+def test_keys_typed_ahead_of_an_answer_still_reach_the_repl(board: Board, host: Path) -> None:
+    """A paste lands while the board waits for the host: no key of it is lost."""
+    keys_r, keys_w = os.pipe()
+    screen = Screen()
+    with attached(board, [Folder(host)]) as s:
+        thread = threading.Thread(target=s.terminal, args=(keys_r, screen.write), daemon=True)
+        thread.start()
+        at = screen.wait_for(b">>> ")
+        os.write(keys_w, b"import pkg.mod1, pkg.mod2\rx = 6\rprint(x * 7, pkg.mod2.f())\r")
+        screen.wait_for(b"42 2", at)
+        assert s.server.retyped  # the lines after the import came while it waited
+        os.write(keys_w, b"\x1d")
+        thread.join(30)

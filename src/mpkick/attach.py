@@ -134,6 +134,7 @@ class Server:
         self._scan_at = 0.0
         self.requests = 0
         self.aborts = 0  # requests the board gave up on (Ctrl-C)
+        self.retyped = 0  # keys that came while the board waited for an answer, sent again
         self.stop = threading.Event()
         self.changed = threading.Event()  # a change the board did not make (watch --attach)
         self._own: dict[tuple[int, str], float] = {}  # what the board changed itself, when
@@ -146,10 +147,14 @@ class Server:
                                                  name="mpkick-attach-watch")
                 self._watcher.start()
 
-    def close(self) -> None:
-        self.stop.set()
+    def drop_open(self) -> None:
+        """Files the board was writing and never closed (it reset): the old content stays."""
         for handle in list(self._handles):
             self._discard(handle)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.drop_open()
         if self._watcher is not None:
             self._watcher.join(2)
 
@@ -184,6 +189,10 @@ class Server:
             if body == b"X":
                 self.aborts += 1
                 self.write(ABORTED)  # the board gave up on its request: it skips up to here
+                return
+            if body[:1] == b"K":
+                self.retyped += len(body) - 1
+                self.write(body[1:])  # keys the board took for noise before an answer
                 return
             epoch_text, _, rest = body.partition(b" ")
             try:
@@ -456,7 +465,7 @@ class Server:
         if handle not in self._handles:
             raise OSError(errno.EBADF, "file not open")
         idx, path, tmp, f = self._handles.pop(handle)
-        rel = path.relative_to(self.folders[idx].root).as_posix()
+        rel = path.relative_to(self.roots[idx]).as_posix()
         self._own[(idx, rel)] = self._own[(idx, posixpath.dirname(rel))] = time.monotonic()
         try:
             f.flush()
@@ -592,24 +601,26 @@ class Attachment:
 
         self.board.load_agent()
         want = agent.version(MODULE)
-        out = self.board.exec(
-            f"import sys\nif {META!r} not in sys.path:sys.path.append({META!r})\n"
-            f"try:\n import {MODULE} as _m\n if _m.MK_V != {want!r}: raise ImportError\n"
-            f" from {MODULE} import *\n print(1)\n"
-            f"except Exception:\n sys.modules.pop({MODULE!r},0);print(0)").decode().strip()
-        if out == "1":
+        load = (f"import sys\nif {META!r} not in sys.path:sys.path.append({META!r})\n"
+                f"try:\n import {MODULE} as _m\n if _m.MK_V != {want!r}: raise ImportError\n"
+                f" from {MODULE} import *\n print(1)\n"
+                f"except Exception:\n sys.modules.pop({MODULE!r},0);print(0)")
+        if self.board.exec(load).decode().strip() == "1":
             return
         self.log(f"installing the attach module on the board ({want})")
         text = f"MK_V = {want!r}\n{agent.source(MODULE)}"
         self.board.exec(_self_installer(text, True, MODULE), timeout=30)
+        # Stored: from now on the module itself serves, as at every later attach (a board
+        # that could not store it keeps the copy just run).
+        self.board.exec(load)
 
     def close(self) -> None:
         """Stop what runs, unmount, and give the board back its cwd and sys.path."""
         try:
             if self.attached:
                 self.interrupt()
-                with contextlib.suppress(BoardError):
-                    self.board.exec("mk_detach()")
+                with contextlib.suppress(BoardError, OSError):
+                    self.run("mk_detach()")  # served: files left open are saved first
                 self.attached = False
         finally:
             self.server.close()
@@ -629,6 +640,7 @@ class Attachment:
         """After a soft reset: the board forgot the mount; stop its main.py and mount again."""
         self.board._agent_loaded = False
         self.attached = False
+        self.server.drop_open()
         self.board.repl.enter_raw()
         # A board that was booting when our Ctrl-A came may print its raw prompt twice: what
         # follows the first is no answer to what comes next.

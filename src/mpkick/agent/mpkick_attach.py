@@ -76,6 +76,7 @@ class _Link:
         self.last = _tms()
         self.dead = False
         self.mounts = []
+        self.writers = []  # files still open for writing: closed (saved) at the detach
         self.cwd = None
         self.path = None
 
@@ -107,15 +108,29 @@ class _Link:
             raise OSError(5)
 
     def _frame(self):
+        # Keys typed just before the answer came are not the answer: the host is told which,
+        # and types them again once the answer is in, so the REPL or input() still gets them.
         one = self.one
+        typed = bytearray()
+        esc = False
         while True:
             self._byte(one)
-            if one[0] == 0x10:
-                self._byte(one)
-                if one[0] == 0x53:
-                    break
+            c = one[0]
+            if esc and c == 0x53:
+                break
+            if esc:
+                typed.append(0x10)
+            esc = c == 0x10
+            if not esc:
+                typed.append(c)
         head = self._read(7)
         data = bytes(self._read(int(bytes(head[1:]), 16)))
+        if typed:
+            typed = bytes(typed)
+            for a, b in _OUT:
+                if a in typed:
+                    typed = typed.replace(a, b)
+            self.out.write(b"\x18mKK" + typed + b"\x19")
         if b"\x10" in data:
             for a, b in _IN:
                 if a in data:
@@ -493,6 +508,7 @@ class _Writer(io.IOBase):
         self.text = text
         self.buf = bytearray()
         self.open = True
+        _link.writers.append(self)
 
     def write(self, data):
         if isinstance(data, str):
@@ -518,6 +534,8 @@ class _Writer(io.IOBase):
     def close(self):
         if self.open:
             self.open = False
+            if self in _link.writers:
+                _link.writers.remove(self)
             self.flush()
             _link.ask(b"C" + self.f.tag + b"\x00" + self.h)
             self.f._changed(self.rel)
@@ -552,6 +570,11 @@ def mk_detach():
     """Unmount every host folder; the cwd and sys.path are as before the attach."""
     global _link
     if _link is not None:
+        for w in list(_link.writers):
+            try:
+                w.close()
+            except Exception:
+                pass
         for m in list(_link.mounts):
             m.detach()
         if _link.path is not None:
