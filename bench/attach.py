@@ -80,11 +80,12 @@ def f():
 
 NOTES = """\
 The 200 kB file is random bytes, which do not compress: at 115200 baud the wire alone takes
-17.8 s (10 bits a byte), for every tool. mpytool's mount cannot read it whole on this board (a
-MemoryError in its board-side read); mpkick reads it in 32 kB answers and joins them once.
+17.8 s (10 bits a byte), for every tool. The file scenarios run first, on a fresh heap: after a
+hundred imports this board's heap is too fragmented for any tool to hold 200 kB in one piece.
 mpremote answers every request in its own round trip and polls the port with sleeps, hence its
-seconds even unpaced. The cold import is mostly the 78 kB of modules crossing the wire as one
-deflated listing (12 kB); the warm one asks the host at most once ("anything changed?")."""
+seconds even unpaced. mpkick's cold import is mostly the 78 kB of modules crossing the wire as
+one deflated listing (12 kB); the warm one asks the host at most once ("anything changed?").
+The machine was loaded by other work during this run: the lead reruns it on a quiet one."""
 
 
 def make_project(top: Path) -> None:

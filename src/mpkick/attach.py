@@ -588,7 +588,10 @@ class Attachment:
         """Mount every folder; the first becomes the cwd, all go on ``sys.path``."""
         self._load_module()
         for idx, folder in enumerate(self.folders):
-            top = self.server.listing(idx, "", LISTING_INLINE_MAX // 2)
+            # The top folder's listing rides with the mount code, which the board compiles:
+            # its modules only as far as a small heap can take them.
+            room = min(LISTING_INLINE_MAX // 4, self.board.caps.free // 16)
+            top = self.server.listing(idx, "", room)
             self.server._sent.pop((idx, ""), None)
             code = (f"mk_attach({idx}, {folder.where!r}, {not folder.write}, -1, "
                     f"{self.server.wbits}, {int(self.timeout * 1000)}, {top!r}, {idx == 0}, "
