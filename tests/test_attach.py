@@ -206,9 +206,10 @@ def test_ctrl_c_stops_the_program_in_the_middle_of_a_read(session: Attachment) -
     assert session.server.aborts  # at least one Ctrl-C landed inside a file operation
 
 
-def test_no_vfs_mount_is_one_line(tmp_path: Path, host: Path, capsys: pytest.CaptureFixture[str]
-                                  ) -> None:
-    url = f"sim://{tmp_path / 'mb.img'}?profile=microbit&hide=vfs,os.mount"
+@pytest.mark.parametrize("lacks", ["vfs,os.mount", "select,io"])
+def test_no_vfs_mount_is_one_line(tmp_path: Path, host: Path, capsys: pytest.CaptureFixture[str],
+                                  lacks: str) -> None:
+    url = f"sim://{tmp_path / 'mb.img'}?profile=microbit&hide={lacks}"
     with Board.connect(url) as board, pytest.raises(InputError, match="cannot attach"):
         Attachment(board, [Folder(host)])
     assert main(["-p", url, "attach", str(host), "--exec", "pass"]) == 1

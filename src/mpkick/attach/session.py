@@ -56,23 +56,23 @@ class Attachment:
         """A one-line refusal for firmware that cannot mount a Python VFS (micro:bit ...)."""
         ok, _, home = self.board.exec(
             "try:\n import vfs as _v\nexcept ImportError:\n import os as _v\n"
-            "try:\n import select as _s\nexcept ImportError:\n _s = None\n"
-            "import sys\n"
-            "print(hasattr(_v, 'mount') and hasattr(_s, 'poll') and hasattr(sys, 'stdin') and "
-            "hasattr(sys.stdin, 'buffer'))\n"
+            "import sys\ntry:\n import select as _s, io as _i\n"
+            " _ok = hasattr(_v, 'mount') and hasattr(_s, 'poll') and hasattr(sys, 'stdin') and "
+            "hasattr(sys.stdin, 'buffer') and hasattr(_i, 'IOBase')\n"
+            "except Exception:\n _ok = _s = _i = False\nprint(_ok)\n"
             # A folder an earlier host left mounted when it died unnoticed: let it go.
             "try:\n import os\n for _o, _p in _v.mount():\n"
             "  if type(_o).__name__ == '_Folder':\n   _v.umount(_p)\n"
             "   if _p in sys.path: sys.path.remove(_p)\n"
             "   if os.getcwd().startswith(_p): os.chdir('/')\nexcept Exception:\n pass\n"
-            "del _v, _s\n"
+            "del _v, _s, _i, _ok\n"
             "try:\n print(repr((os.getcwd(), sys.path)))\nexcept Exception:\n"
             " print(None)").decode().strip().partition("\n")
         self.home = home.strip()  # the cwd and sys.path to give back, before mpkick's own
         if ok.strip() != "True":
-            raise InputError("this board's firmware cannot attach a host folder (it has no "
-                             "vfs.mount, select.poll or binary stdin, e.g. a micro:bit): "
-                             "use `mpkick push` to copy the files instead")
+            raise InputError("this board's firmware cannot attach a host folder (it lacks "
+                             "vfs.mount, select.poll, binary stdin or io.IOBase, as a "
+                             "micro:bit does): use `mpkick push` to copy the files instead")
 
     def _precompile(self) -> None:
         """Every module compiled before the board asks: cached by hash, so this is instant
