@@ -416,3 +416,20 @@ def test_keys_typed_ahead_of_an_answer_still_reach_the_repl(board: Board, host: 
         assert s.server.retyped  # the lines after the import came while it waited
         os.write(keys_w, b"\x1d")
         thread.join(30)
+
+
+def test_ctrl_c_in_the_middle_of_an_answer_on_a_slow_uart(tmp_path: Path, host: Path) -> None:
+    """At 115200 baud an answer of 32 kB takes seconds to arrive: Ctrl-C in the middle of it
+    stops the program, the rest of the answer is skipped, and the REPL is clean after."""
+    (host / "noise.bin").write_bytes(os.urandom(40_000))  # incompressible: two long answers
+    with Board.connect(f"sim://{tmp_path / 'flash.img'}?baud=115200") as board, \
+            attached(board, [Folder(host)]) as s:
+        def interrupt(data: bytes) -> None:
+            if b"go" in data:
+                threading.Timer(1.0, s.send_keys, (b"\x03",)).start()
+
+        with pytest.raises(BoardError) as err:
+            s.run("print('go')\nd = open('noise.bin', 'rb').read()\nprint('read', len(d))",
+                  interrupt)
+        assert err.value.exc_type == "KeyboardInterrupt" and s.server.aborts == 1
+        assert s.run("import app\nprint(app.answer())").strip() == b"42"
