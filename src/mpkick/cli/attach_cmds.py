@@ -62,7 +62,7 @@ def _stream(data: bytes) -> None:
 @cli.command("attach", epilog=common.example(
     "mpkick attach                        # this folder at /remote, then the REPL\n"
     "mpkick attach src /app --write        # src at /app, the board may save files\n"
-    "mpkick attach src lib:/lib --compile  # two folders; modules as .mpy\n"
+    "mpkick attach src lib:/hostlib --compile  # two folders; modules as .mpy\n"
     "mpkick attach --exec 'import app'     # run code with the folder attached, then leave"))
 @click.argument("folders", nargs=-1)
 @attach_options
