@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from .errors import ConnectError
@@ -32,18 +33,24 @@ def terminal(transport: Transport, stdin_fd: int, stdout: BinaryIO) -> None:
     reader.start()
     with _raw_keyboard(stdin_fd):
         transport.write(b"\r")
-        while not stop.is_set():
-            keys = os.read(stdin_fd, 1024)
-            if not keys:  # piped input ended: let the board finish answering
-                stop.wait(0.5)
-                break
-            if EXIT_KEY in keys:
-                keys = keys[: keys.index(EXIT_KEY)]
-                transport.write(keys.replace(b"\n", b"\r"))
-                break
-            transport.write(keys.replace(b"\n", b"\r"))
+        forward_keys(stdin_fd, transport.write, stop)
     stop.set()
     reader.join(1)
+
+
+def forward_keys(stdin_fd: int, write: Callable[[bytes], None], stop: threading.Event,
+                 linger: float = 0.5) -> None:
+    """Keys to the board until Ctrl-], ``stop``, or the end of piped input (after which the
+    board has ``linger`` seconds to finish answering)."""
+    while not stop.is_set():
+        keys = os.read(stdin_fd, 1024)
+        if not keys:
+            stop.wait(linger)
+            return
+        if EXIT_KEY in keys:
+            write(keys[: keys.index(EXIT_KEY)].replace(b"\n", b"\r"))
+            return
+        write(keys.replace(b"\n", b"\r"))
 
 
 @contextlib.contextmanager

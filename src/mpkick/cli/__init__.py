@@ -30,6 +30,7 @@ def cli() -> None:
 
 # Each family of commands lives in its own module and registers itself on ``cli``.
 from . import (  # noqa: E402
+    attach_cmds,  # noqa: F401
     board_cmds,  # noqa: F401
     convenience_cmds,  # noqa: F401
     image_cmds,  # noqa: F401

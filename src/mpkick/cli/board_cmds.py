@@ -15,6 +15,7 @@ import click
 from ..errors import InputError
 from ..target import Entry, Target, makedirs, norm, remove_tree
 from . import cli, fleet_cmds
+from .attach_cmds import attach_option, attached_board
 from .common import (
     common_options,
     common_options_long_port,
@@ -306,22 +307,30 @@ def _stream(data: bytes) -> None:
 
 @cli.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
+@attach_option
 @common_options
 @jobs_option
-def run_cmd(file: str) -> None:
-    """Run a host file on the board without copying it; output streams live, Ctrl-C stops it."""
+def run_cmd(file: str, attach_dirs: tuple[str, ...], write: bool, compile_: bool) -> None:
+    """Run a host file on the board without copying it; output streams live, Ctrl-C stops it.
+    With --attach, the program imports its modules from host folders."""
     path = Path(file)
     if not path.is_file():
         raise InputError(f"{file} does not exist on the host")
     refs = fleet_cmds.many()
     if refs is not None:
+        if attach_dirs:
+            raise InputError("--attach serves one board: give one with -p")
         fleet_cmds.code_many(refs, path.read_text(encoding="utf-8"), f"run {file}")
         return
     with open_board() as board:
+        if attach_dirs:
+            with attached_board(board, attach_dirs, write, compile_) as session:
+                session.run(path.read_text(encoding="utf-8"), _stream)
+            return
         board.run(path.read_text(encoding="utf-8"), _stream)
 
 
-run_cmd.epilog = example("mpkick run blink.py")
+run_cmd.epilog = example("mpkick run blink.py\nmpkick run --attach src src/main.py")
 
 
 @cli.command("exec")
@@ -354,17 +363,23 @@ eval_cmd.epilog = example("mpkick eval \"1 + 1\"")
 
 
 @cli.command("repl")
+@attach_option
 @common_options
-def repl_cmd() -> None:
-    """An interactive terminal on the board's REPL; Ctrl-] leaves."""
+def repl_cmd(attach_dirs: tuple[str, ...], write: bool, compile_: bool) -> None:
+    """An interactive terminal on the board's REPL; Ctrl-] leaves. With --attach, host
+    folders are in the board's filesystem meanwhile (and again after a soft reset)."""
     from ..terminal import terminal
 
     with open_board() as board:
+        if attach_dirs:
+            with attached_board(board, attach_dirs, write, compile_) as session:
+                session.terminal(sys.stdin.fileno(), _stream)
+            return
         board.repl.exit_raw()
         terminal(board.transport, sys.stdin.fileno(), sys.stdout.buffer)
 
 
-repl_cmd.epilog = example("mpkick -p /dev/ttyACM0 repl")
+repl_cmd.epilog = example("mpkick -p /dev/ttyACM0 repl\nmpkick repl --attach .")
 
 
 @cli.command("reset")

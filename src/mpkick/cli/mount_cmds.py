@@ -45,7 +45,9 @@ def _prepare(mountpoint: Path) -> None:
         raise click.ClickException(f"{mountpoint} is not a folder")
     if any(mountpoint.iterdir()):
         raise click.ClickException(
-            f"{mountpoint} is not empty: the mount would hide its files; choose an empty folder")
+            f"{mountpoint} is not empty: `mpkick mount` shows the board's files in a host "
+            f"folder; to put this folder on the board (what `mpremote mount` does), use "
+            f"`mpkick attach {mountpoint}`")
 
 
 @cli.command("mount", epilog=common.example(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import cli, common
+from .attach_cmds import attach_option
 
 if TYPE_CHECKING:
     from ..watch import Event
@@ -41,16 +42,22 @@ def render(event: Event, quiet: bool) -> None:
                    err=True)
 
 
-@cli.command("watch", epilog=common.example("mpkick -p sim:// watch src / --run main.py"))
+@cli.command("watch", epilog=common.example("mpkick -p sim:// watch src / --run main.py\n"
+                                            "mpkick watch --attach src --run main.py"))
 @click.argument("src", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("dest", default="/")
 @click.option("--delete", is_flag=True, help="Delete board files that are gone locally")
 @click.option("--run", "run_file", metavar="FILE",
               help="After each push, soft-reset and run FILE, showing its output")
 @click.option("--reset", is_flag=True, help="After each push, soft-reset and run main.py")
+@attach_option
 @common.common_options
-def watch_cmd(src: Path, dest: str, delete: bool, run_file: str | None, reset: bool) -> None:
-    """Push every saved change to the board until Ctrl-C; changed files travel as deltas."""
+def watch_cmd(src: Path, dest: str, delete: bool, run_file: str | None, reset: bool,
+              attach_dirs: tuple[str, ...], write: bool, compile_: bool) -> None:
+    """Push every saved change to the board until Ctrl-C; changed files travel as deltas.
+
+    With --attach DIR nothing is pushed: DIR is attached (the board reads it from the host)
+    and every save restarts the program (--run FILE, default main.py) from a soft reset."""
     from ..errors import InputError
     from ..watch import watch
 
@@ -58,6 +65,9 @@ def watch_cmd(src: Path, dest: str, delete: bool, run_file: str | None, reset: b
     url = opts.resolved_port()
     if url.startswith("image:"):
         raise InputError(f"{url} is an image file: watch needs a board")
+    if attach_dirs:
+        _watch_attached(attach_dirs, run_file, write, compile_)
+        return
     if not src.is_dir():
         raise InputError(f"{src} is not a folder: give the project folder to watch (SRC)")
     if not opts.quiet:
@@ -69,6 +79,28 @@ def watch_cmd(src: Path, dest: str, delete: bool, run_file: str | None, reset: b
     try:
         watch(url, src, dest, delete=delete, run=run_file, reset=reset, stop=stop,
               on_event=lambda e: render(e, opts.quiet))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if not opts.quiet:
+        click.echo("stopped watching", err=True)
+
+
+def _watch_attached(dirs: tuple[str, ...], run_file: str | None, write: bool,
+                    compile_: bool) -> None:
+    from ..attach import parse_folders, watch_attached
+
+    opts = common.options()
+    folders = parse_folders(dirs, write)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        with common.open_board() as board:
+            if not opts.quiet:
+                names = ", ".join(f"{f.root} at {f.where}" for f in folders)
+                click.echo(f"attached {names}; every save restarts {run_file or 'main.py'} "
+                           "(Ctrl-C to stop)", err=True)
+            watch_attached(board, folders, run=run_file, stop=stop, compile=compile_,
+                           on_event=lambda e: render(e, opts.quiet))  # type: ignore[arg-type]
     finally:
         signal.signal(signal.SIGINT, previous)
     if not opts.quiet:
