@@ -18,7 +18,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 KEYS = {"port", "src", "dest", "ignore", "delete", "compile", "no_compile", "requirements",
-        "target", "index", "mpy_cross", "baud"}
+        "target", "index", "mpy_cross", "baud", "password"}
 
 
 def _read(path: Path) -> dict[str, Any]:

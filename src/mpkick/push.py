@@ -126,9 +126,12 @@ def transfer_notes(target: Target) -> list[str]:
         return [f"target is a filesystem image ({type(target).__name__}): files are written "
                 "directly, each to a temporary name then renamed"]
     caps = target.caps  # type: ignore[attr-defined]
+    note = target.transport.link_note  # type: ignore[attr-defined]
+    link = [f"link: {note}"] if note else []
     compress = (f"deflate, window 2^{caps.wbits}" if caps.deflate else
                 f"zlib, window 2^{caps.wbits}" if caps.zlib else "off (no deflate or zlib)")
     return [
+        *link,
         f"transfer: binary frames of {caps.chunk} bytes with "
         f"{'CRC-32' if caps.crc32 else 'sum'} checks; compression {compress}",
         "compare: " + ("sha256 on the board, manifest keeps unchanged files from rehashing"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ class Options:
     """Options given before or after the command name, merged."""
 
     port: str | None = None
+    password: str | None = None
     verbose: int = 0
     quiet: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
@@ -65,13 +67,31 @@ def common_options_long_port(f: F) -> F:
 def _common(f: F, port_names: tuple[str, ...]) -> F:
     f = click.option(*port_names, "port", metavar="URL", expose_value=False, is_eager=True,
                      callback=_store("port"),
-                     help="Target: /dev/ttyACM0, COM3, socket://host:port, sim://, "
-                          "image:fs.img, auto (default; also MPKICK_PORT)")(f)
+                     help="Target: /dev/ttyACM0, COM3, socket://host:port, ws://HOST (WebREPL), "
+                          "sim://, image:fs.img, auto (default; also MPKICK_PORT)")(f)
+    f = click.option("--password", "password", metavar="PW", expose_value=False, is_eager=True,
+                     callback=_store("password"),
+                     help="WebREPL password for ws:// ports (or MPKICK_PASSWORD, the config's "
+                          "password; asked for when missing)")(f)
     f = click.option("-v", "--verbose", count=True, expose_value=False,
                      callback=_store("verbose"), help="Say more (which paths were chosen)")(f)
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False,
                      callback=_store("quiet"), help="Print only errors")(f)
     return f
+
+
+def webrepl_password(url: str) -> str | None:
+    """The password for a WebREPL board: ``--password``, MPKICK_PASSWORD, the config, or asked
+    for at the terminal (never echoed, never printed)."""
+    context = click.get_current_context(silent=True)
+    opts = context.ensure_object(Options) if context is not None else Options()
+    opts.load_settings()
+    given = opts.password or os.environ.get("MPKICK_PASSWORD") or opts.settings.get("password")
+    if given:
+        return str(given)
+    if sys.stdin.isatty():
+        return str(click.prompt(f"WebREPL password for {url}", hide_input=True, err=True))
+    return None
 
 
 def open_target(port: str | None = None) -> Target:

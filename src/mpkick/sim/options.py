@@ -1,7 +1,9 @@
 """``sim://`` URLs: which flash image, how large, how fast a link, which kind of board.
 
 ``sim://PATH?size=1M&block_size=4096&baud=115200&heap=64K&raw_paste=0&hide=hashlib,deflate``
-or ``sim://?profile=microbit``. Without a path the board keeps one flash image per user, so
+or ``sim://?profile=microbit``. ``webrepl=8266&password=pw`` (with ``net_latency=5ms`` and
+``net_rate=1M``, bytes a second) puts the board on the network: see ``webrepl.py``.
+Without a path the board keeps one flash image per user, so
 ``mpkick -p sim:// push`` and a later ``mpkick -p sim:// ls`` see the same files.
 """
 
@@ -38,6 +40,10 @@ class SimOptions:
     hide: tuple[str, ...] = ()
     micropython: str | None = None
     faults: dict[str, str] = field(default_factory=dict)
+    webrepl: int | None = None  # serve WebREPL on 127.0.0.1 at this port (0: any free one)
+    password: str = "mpkick"
+    net_latency: float = 0.0  # seconds, each way
+    net_rate: int = 0  # bytes a second, each way; 0: as fast as loopback goes
 
     @property
     def image_path(self) -> Path:
@@ -76,8 +82,12 @@ def parse_url(url: str) -> SimOptions:
                              + ", ".join(sorted(known | FAULT_KEYS | {"profile"})))
         elif key in ("size", "block_size"):
             updates[key] = parse_size(value)
-        elif key == "baud":
+        elif key in ("baud", "webrepl"):
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
+        elif key == "net_rate":
+            updates[key] = parse_size(value)
+        elif key == "net_latency":
+            updates[key] = _seconds(key, value)
         elif key == "raw_paste":
             updates[key] = value.lower() not in ("0", "no", "false", "off")
         elif key == "hide":
@@ -85,6 +95,16 @@ def parse_url(url: str) -> SimOptions:
         else:
             updates[key] = value
     return replace(SimOptions(), faults=faults, **updates)
+
+
+def _seconds(key: str, value: str) -> float:
+    """``5ms``, ``0.005`` or ``0.005s``."""
+    text = value.strip().lower()
+    scale = 1e-3 if text.endswith("ms") else 1.0
+    try:
+        return float(text.removesuffix("ms").removesuffix("s")) * scale
+    except ValueError:
+        raise InputError(f"sim:// option {key}={value!r} is not a time: write e.g. 5ms") from None
 
 
 def _bad(key: str, value: str) -> int:

@@ -1,4 +1,4 @@
-"""Transports chosen by URL: a device path, any pyserial URL, ``sim://``, or ``auto``."""
+"""Transports chosen by URL: a device path, any pyserial URL, ``sim://``, ``ws://``, or ``auto``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ from .base import Transport
 __all__ = ["Transport", "open_transport"]
 
 
-def open_transport(url: str, baudrate: int = 115200) -> Transport:
+def open_transport(url: str, baudrate: int = 115200, password: str | None = None) -> Transport:
     """The transport for ``url``; pyserial handles every URL that is not ours."""
+    if url.startswith(("ws://", "wss://")):
+        from .websocket import WebSocketTransport
+
+        return WebSocketTransport(url, password)
     if url.startswith("sim://"):
         from ..sim.options import parse_url
         from .simport import SimTransport
 
-        return SimTransport(parse_url(url))
+        options = parse_url(url)
+        if options.webrepl is not None:
+            from ..sim.webrepl import open_networked
+
+            return open_networked(options)
+        return SimTransport(options)
     from .serialport import SerialTransport, auto_port
 
     if url == "auto":

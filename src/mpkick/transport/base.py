@@ -11,6 +11,16 @@ class Transport(abc.ABC):
     ``ConnectError``."""
 
     name: str = ""
+    #: How file content travels over this link, where there is a choice (``--verbose``).
+    link_note: str = ""
+
+    #: A soft reset ends this link (a board closes its sockets when it resets): the link is
+    #: opened anew with ``reopen`` once the board is back.
+    ends_at_reset: bool = False
+
+    def reopen(self) -> None:
+        """Open the link again after the board reset (where ``ends_at_reset``)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None: ...
