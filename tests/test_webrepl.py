@@ -328,6 +328,29 @@ def test_a_dropped_connection_mid_push_leaves_old_or_new_and_the_next_command_wo
         assert board.read("/big.bin") == new
 
 
+@pytest.mark.parametrize("cut", [3000, 16000, 33000])
+def test_drops_at_points_through_a_multi_file_push_leave_each_file_old_or_new(
+        url: str, net: tuple[VirtualBoard, WebReplServer], tmp_path: Path, cut: int) -> None:
+    src = tmp_path / "many"
+    src.mkdir()
+    old = {f"f{i}.py": f"OLD = {i}\n".encode() * (600 + 97 * i) for i in range(8)}
+    new = {name: os.urandom(5000) for name in old}  # incompressible: every byte travels
+    for name, data in old.items():
+        (src / name).write_bytes(data)
+    assert mpk(url, "push", str(src), "/") == 0
+    for name, data in new.items():
+        (src / name).write_bytes(data)
+    server = net[1]
+    server.drop_at = server.received + cut
+    assert mpk(url, "push", str(src), "/") == 1
+    with Board.connect(url, password=PASSWORD) as board:
+        for name in old:
+            assert board.read("/" + name) in (old[name], new[name]), name
+    assert mpk(url, "push", str(src), "/") == 0
+    with Board.connect(url, password=PASSWORD) as board:
+        assert {name: board.read("/" + name) for name in new} == new
+
+
 def test_an_unreachable_board_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 

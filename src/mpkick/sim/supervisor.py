@@ -327,6 +327,11 @@ class VirtualBoard:
     def image(self) -> Path:
         return self.options.image_path
 
+    @property
+    def booting(self) -> bool:
+        """Still starting up: its REPL has not shown a prompt since power-on or reset."""
+        return self._booting
+
     # ----------------------------------------------------------------- the flash image
 
     def _prepare_image(self) -> None:

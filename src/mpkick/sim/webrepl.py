@@ -51,6 +51,7 @@ FRIENDLY = b">>> "
 OP_TIMEOUT = 30.0
 _WRITES = re.compile(rb"(\r\n|>>> |\.\.\. )")
 PIECE = 16384  # file bytes per hidden exec
+BOOT_WAIT = 10.0  # longest a new client waits for a rebooting board
 
 
 class Link:
@@ -153,7 +154,8 @@ class WebReplServer:
         self.refused = 0  # second clients turned away
         self.log: list[str] = []  # what happened, for tests (never the password)
         self.drop_at: int | None = None  # client bytes after which the link drops
-        self.received = 0
+        self.received = 0  # bytes from clients, WebSocket framing included
+        self.sent = 0  # bytes to clients
         self._threads = [threading.Thread(target=self._accept_loop, daemon=True,
                                           name="mpkick-webrepl-accept"),
                          threading.Thread(target=self._uart_loop, daemon=True,
@@ -213,6 +215,9 @@ class WebReplServer:
             if self.board.counters.reboots != self._reboots:
                 # A reboot closes the board's sockets: the client hears the board go.
                 self._reboots = self.board.counters.reboots
+                with self._cond:
+                    self._tail = b""
+                    self._borrowed = False
                 client = self._client
                 if client is not None:
                     client.send(b"", -1)
@@ -326,6 +331,10 @@ class WebReplServer:
             self.log.append("concurrent connection rejected")
             sock.close()
             return
+        # A board serves WebREPL once boot.py has started it: after its reset, not during.
+        deadline = time.monotonic() + BOOT_WAIT
+        while self.board.booting and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
         try:
             client.run()
         finally:
@@ -358,6 +367,8 @@ def _handshake(sock: socket.socket) -> bool:
     sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
     sock.settimeout(None)
+    # The board's replies go out at once (a piece of a get is one small frame per request).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return True
 
 
@@ -423,6 +434,7 @@ class _Client:
             except OSError:
                 self.hang_up()
                 return
+            self.server.sent += len(data)
 
     def _reader(self) -> None:
         while not self._gone.is_set():
