@@ -365,6 +365,28 @@ def test_an_unreachable_board_is_one_line(capsys: pytest.CaptureFixture[str]) ->
     assert err.startswith("mpkick: cannot reach WebREPL") and err.count("\n") == 1
 
 
+def test_wss_where_the_board_has_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    if shutil.which("openssl") is None:
+        from needs import missing
+
+        missing("openssl is not installed (it makes the test's certificate)")
+    pem = tmp_path / "board.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=esp32", "-keyout", str(pem), "-out", str(pem)],
+                   check=True, capture_output=True)
+    board, server = serve(parse_url(f"sim://{tmp_path / 'f.img'}?webrepl=0"
+                                    f"&password={PASSWORD}&tls={pem}"))
+    try:
+        assert server.url.startswith("wss://")
+        assert mpk(server.url, "exec", "print('over', 'tls')") == 0
+        assert capsys.readouterr().out.strip() == "over tls"
+    finally:
+        server.close()
+        board.close()
+
+
 # -- the sim:// options ------------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ class SimOptions:
     password: str = "mpkick"
     net_latency: float = 0.0  # seconds, each way
     net_rate: int = 0  # bytes a second, each way; 0: as fast as loopback goes
+    tls: str | None = None  # a PEM file (certificate and key): WebREPL over wss://
 
     @property
     def image_path(self) -> Path:

@@ -27,6 +27,7 @@ import hashlib
 import queue
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -135,8 +136,10 @@ class WebReplServer:
     """WebREPL for one virtual board, on 127.0.0.1:``port`` (0: a free port, see ``port``)."""
 
     def __init__(self, board: VirtualBoard, uart: socket.socket, port: int = 8266,
-                 password: str = "mpkick", latency: float = 0.0, rate: int = 0) -> None:
+                 password: str = "mpkick", latency: float = 0.0, rate: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.board = board
+        self.tls = tls  # wss://, as webrepl.start(ssl_context=...) serves it
         self.uart = uart
         self.password = password.encode()[:PASSWORD_MAX]
         self.latency, self.rate = latency, rate
@@ -165,7 +168,7 @@ class WebReplServer:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self._stop.set()
@@ -316,6 +319,9 @@ class WebReplServer:
 
     def _serve(self, sock: socket.socket) -> None:
         try:
+            if self.tls is not None:
+                sock.settimeout(10)
+                sock = self.tls.wrap_socket(sock, server_side=True)
             if not _handshake(sock):
                 sock.close()
                 return
@@ -621,12 +627,20 @@ class SimWebSocketTransport(WebSocketTransport):
 
 def serve(options: SimOptions) -> tuple[VirtualBoard, WebReplServer]:
     """Boot a virtual board whose only terminal is WebREPL on 127.0.0.1."""
+    tls = None
+    if options.tls:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            tls.load_cert_chain(options.tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"sim:// tls={options.tls}: not a PEM file with a certificate "
+                               f"and its key ({exc})") from exc
     board = VirtualBoard(options)
     uart = board.start("socket")
     assert isinstance(uart, socket.socket)
     try:
         server = WebReplServer(board, uart, options.webrepl or 0, options.password,
-                               options.net_latency, options.net_rate)
+                               options.net_latency, options.net_rate, tls)
     except OSError as exc:
         board.close()
         raise ConnectError(f"cannot serve WebREPL on 127.0.0.1:{options.webrepl}: {exc}") \
