@@ -391,8 +391,9 @@ def test_wss_where_the_board_has_tls(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_network_options_are_parsed_and_checked() -> None:
-    o = parse_url("sim://?webrepl=8266&password=pw&net_latency=5ms&net_rate=1M")
-    assert (o.webrepl, o.password, o.net_latency, o.net_rate) == (8266, "pw", 0.005, 1 << 20)
+    o = parse_url("sim://?webrepl=8266&password=pw&net_latency=5ms&net_rate=1M&net_drop_at=9")
+    assert (o.webrepl, o.password, o.net_latency, o.net_rate, o.net_drop_at) == \
+        (8266, "pw", 0.005, 1 << 20, 9)
     with pytest.raises(InputError):
         parse_url("sim://?webrepl=8266&net_latency=soon")
 
@@ -524,3 +525,20 @@ def test_the_benchmark_runs_small_and_finds_the_board_equal_to_the_source(
     rows = bench.channels(tmp_path, size=3000)
     assert [r[:2] for r in rows] == [("source text", "put"), ("source text", "get"),
                                      ("random bytes", "put"), ("random bytes", "get")]
+
+
+def test_mpkick_sim_serves_webrepl_for_other_processes(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "mpkick", "sim",
+                             f"sim://{tmp_path / 'f.img'}?webrepl=0&password={PASSWORD}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("virtual board on ws://127.0.0.1:"), line
+        url = line.split()[3]
+        assert mpk(url, "eval", "40 + 2") == 0
+        assert capsys.readouterr().out.strip() == "42"
+    finally:
+        proc.terminate()
+        proc.wait(30)

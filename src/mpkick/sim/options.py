@@ -45,6 +45,7 @@ class SimOptions:
     net_latency: float = 0.0  # seconds, each way
     net_rate: int = 0  # bytes a second, each way; 0: as fast as loopback goes
     tls: str | None = None  # a PEM file (certificate and key): WebREPL over wss://
+    net_drop_at: int | None = None  # the link drops after this many bytes from the client
 
     @property
     def image_path(self) -> Path:
@@ -83,7 +84,7 @@ def parse_url(url: str) -> SimOptions:
                              + ", ".join(sorted(known | FAULT_KEYS | {"profile"})))
         elif key in ("size", "block_size"):
             updates[key] = parse_size(value)
-        elif key in ("baud", "webrepl"):
+        elif key in ("baud", "webrepl", "net_drop_at"):
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
         elif key == "net_rate":
             updates[key] = parse_size(value)

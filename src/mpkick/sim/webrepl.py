@@ -15,7 +15,8 @@ while the board waits at a prompt, the server runs them through the raw REPL and
 client none of it. While a program runs, a file opcode waits, as on a board.
 
 ``net_latency`` delays every byte each way; ``net_rate`` caps each direction's bytes a second,
-queueing what exceeds it, as a WiFi link does.
+queueing what exceeds it, as a WiFi link does; ``net_drop_at`` drops the connection once that
+many bytes came from clients.
 """
 
 from __future__ import annotations
@@ -645,6 +646,7 @@ def serve(options: SimOptions) -> tuple[VirtualBoard, WebReplServer]:
         board.close()
         raise ConnectError(f"cannot serve WebREPL on 127.0.0.1:{options.webrepl}: {exc}") \
             from exc
+    server.drop_at = options.net_drop_at
     return board, server
 
 
