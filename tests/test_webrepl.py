@@ -155,7 +155,7 @@ def test_a_second_client_is_refused_with_one_line(
         assert mpk(url, "ls") == 1
         err = capsys.readouterr().err
         assert "already has a client" in err and err.count("\n") == 1
-        assert net[1].refused == 1
+        assert net[1].refused >= 1  # tried again for a moment, then one line
     finally:
         first.close()
     assert mpk(url, "ls") == 0

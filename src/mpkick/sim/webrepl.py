@@ -183,6 +183,12 @@ class WebReplServer:
         for t in self._threads:
             t.join(2)
 
+    def release(self, client: _Client) -> None:
+        """The client has gone (or said goodbye): the next one may log in."""
+        with self._cond:
+            if self._client is client:
+                self._client = None
+
     def drop(self) -> None:
         """The WiFi goes: the client's connection ends without a word."""
         client = self._client
@@ -348,8 +354,7 @@ class WebReplServer:
             if client.closing:
                 client.writer.join(5)  # the last words (Access denied) go out first
             client.hang_up()
-            with self._cond:
-                self._client = None
+            self.release(client)
             with contextlib.suppress(OSError):
                 self.give_back_when_quiet()
 
@@ -485,6 +490,7 @@ class _Client:
                 time.sleep(wait)
             for opcode, payload in frames.feed(data):
                 if opcode == 8:  # close: answer it, then the connection ends
+                    self.server.release(self)  # free for the next client before it asks
                     self.send(payload[:2], 8)
                     self.send(b"", -1)
                     return

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConnectError, DeviceTimeout
+from ..errors import ConnectError, DeviceTimeout, PortBusy
 from .base import Transport
 
 PASSWORD_PROMPT = b"Password: "
@@ -33,6 +33,11 @@ DEFAULT_PORT = 8266
 #: Largest frame we send: a board reads frames through a small socket buffer.
 MAX_FRAME = 4096
 LOGIN_TIMEOUT = 10.0
+BUSY_RETRY = 2.0
+
+
+class Busy(PortBusy):
+    """The board's WebREPL has a client already (it takes one at a time)."""
 
 #: Where a password comes from when none was passed: called with the URL, it returns the
 #: password or None. The CLI installs its own (``--password``, the config, a prompt).
@@ -76,7 +81,17 @@ class WebSocketTransport(Transport):
         self._on_close = on_close
         self._closed = False
         self._password = password
-        self._open()
+        # A board frees its one WebREPL slot a moment after a client leaves (the previous
+        # mpkick command, say): a busy answer is tried again for a little while.
+        deadline = time.monotonic() + BUSY_RETRY
+        while True:
+            try:
+                self._open()
+                return
+            except Busy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def reopen(self, wait: float = 20.0) -> None:
         """Log in again once the board's WebREPL is back (boot.py starts it after a reset)."""
@@ -87,7 +102,7 @@ class WebSocketTransport(Transport):
             try:
                 self._open()
                 return
-            except ConnectError:
+            except ConnectError:  # not up yet, or our old connection not yet let go
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
@@ -166,7 +181,7 @@ class WebSocketTransport(Transport):
                 if denied and DENIED in self._buf:
                     continue
                 if busy and not self._buf:
-                    raise ConnectError(f"WebREPL at {self.name} already has a client (it takes "
+                    raise Busy(f"WebREPL at {self.name} already has a client (it takes "
                                        "one at a time): close the other one (a browser tab, "
                                        "webrepl_cli, another mpkick) and retry") from exc
                 raise ConnectError(f"WebREPL at {self.name} closed the connection while "
