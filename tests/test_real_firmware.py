@@ -160,8 +160,8 @@ def test_what_the_firmware_lacks_is_one_line_naming_it(port: str, args: tuple[st
     assert code == 1 and err.count("\n") == 1 and err.startswith("mpkick: ") and lacking in err
 
 
-def test_attach_says_in_one_line_that_the_firmware_cannot(port: str, project: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_attach_says_in_one_line_that_the_firmware_cannot(
+        port: str, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, port, "attach", str(project), "--exec", "import helper")
     assert code == 1 and err.count("\n") == 1 and "vfs.mount" in err and "push" in err
 

@@ -82,12 +82,22 @@ class Board:
 
     @classmethod
     def connect(cls, url: str = "auto", *, verbose: int = 0, soft_reset: bool = False,
-                log: Callable[[str], None] | None = None) -> Board:
+                log: Callable[[str], None] | None = None,
+                password: str | None = None) -> Board:
         """Open ``url``, stop whatever runs on the board and enter the raw REPL."""
-        transport = open_transport(url)
+        transport = open_transport(url, password=password)
         board = cls(transport, verbose, log)
         try:
-            board.repl.enter_raw(soft_reset=soft_reset)
+            try:
+                board.repl.enter_raw(soft_reset=soft_reset)
+            except ConnectError:
+                from .stale import end_stale_session
+
+                # A link that dropped mid-push left the agent waiting for frames.
+                if not end_stale_session(board.repl):
+                    raise
+                board.log("ended a transfer that an earlier connection left unfinished")
+                board.repl.enter_raw(soft_reset=soft_reset)
         except BaseException:
             transport.close()
             raise
@@ -155,9 +165,20 @@ class Board:
         self.repl.read_until(b"soft reboot\r\n", 10, what="the soft reboot")
 
     def soft_reset(self) -> None:
-        self.repl.enter_raw(soft_reset=True)
         self._agent_loaded = False
         self._modules.clear()
+        if not self.transport.ends_at_reset:
+            self.repl.enter_raw(soft_reset=True)
+            return
+        # WebREPL: the reset closes the board's sockets; log in again once it is back, in the
+        # raw REPL it stays in (so main.py does not run).
+        self.repl.enter_raw()
+        self.repl.write(b"\x04")
+        with contextlib.suppress(ConnectError, DeviceTimeout):
+            self.repl.read_until(b"soft reboot\r\n", 10, what="the soft reboot")
+        self.transport.reopen()
+        self.repl = RawRepl(self.transport)
+        self.repl.enter_raw()
 
     def interrupt(self) -> None:
         self.repl.enter_raw()

@@ -18,7 +18,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 KEYS = {"port", "src", "dest", "ignore", "delete", "compile", "no_compile", "requirements",
-        "target", "index", "mpy_cross", "baud", "romfs", "boards", "aliases", "dtr", "rts"}
+        "target", "index", "mpy_cross", "baud", "romfs", "boards", "aliases", "dtr", "rts",
+        "password"}
 
 
 def _read(path: Path) -> dict[str, Any]:

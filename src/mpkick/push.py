@@ -260,8 +260,10 @@ def transfer_notes(target: Target) -> list[str]:
     frames = caps.chunk if budget is None else min(caps.chunk, paced_chunk(budget))
     compress = (f"deflate, window 2^{caps.wbits}" if caps.deflate else
                 f"zlib, window 2^{caps.wbits}" if caps.zlib else "off (no deflate or zlib)")
+    note = target.transport.link_note  # type: ignore[attr-defined]
     return [
         *link_notes(repl.cooked, budget, repl.paste_window),
+        *([f"link: {note}"] if note else []),
         f"transfer: binary frames of {frames} bytes with "
         f"{'CRC-32' if caps.crc32 else 'sum'} checks; compression {compress}",
         "compare: " + ("sha256 on the board, manifest keeps unchanged files from rehashing"

@@ -35,6 +35,8 @@ except ImportError:
 import gc
 
 SYNC = 0xA5
+IDLE = 5000  # ms of silence where a frame should start: the host is gone
+QUIET = 500  # ms of silence that ends what was in flight
 RESYNC = b"\x00\xffmpkick-resync"
 META = "/.mpkick"
 MANIFEST = META + "/manifest"
@@ -244,6 +246,11 @@ def mk_stat(path):
     print(repr((st[0], st[6], st[8])))
 
 
+class _Gone(Exception):
+    # The host left: it went silent, or a new host sent Ctrl-C where a frame should start.
+    pass
+
+
 class _Session:
     """One binary receive session: many file operations for one exec."""
 
@@ -264,6 +271,18 @@ class _Session:
         self.dev = None  # set by F: the whole filesystem is being replaced
         self.blk = None
         self.count = 0
+        self.one = bytearray(1)
+        # A board never hears its host leave (no EOF over USB or a UART): poll, where the
+        # firmware can, so a silent line ends the session instead of holding Ctrl-C off.
+        self.poll = None
+        try:
+            import select
+
+            p = select.poll()
+            p.register(sys.stdin, select.POLLIN)
+            self.poll = p
+        except Exception:
+            pass
 
     def stream(self, payload):
         # One deflate stream for the whole session (files share their context, so a project
@@ -288,10 +307,18 @@ class _Session:
         while got < n:
             k = self.inp.readinto(mv[got:])
             if k == 0:
-                raise OSError(5, "the host hung up")  # EOF: nobody will ever send the rest
+                raise _Gone()  # EOF: nobody will ever send the rest
             if k:
                 got += k
         return mv
+
+    def byte(self, ms):
+        # One byte, or _Gone after ms of silence (never, where there is no poll).
+        if self.poll is not None and not self.poll.poll(ms):
+            raise _Gone()
+        if self.inp.readinto(self.one) == 0:
+            raise _Gone()
+        return self.one[0]
 
     def reply(self, code, seq, text=None):
         if text is None:
@@ -301,32 +328,55 @@ class _Session:
 
     def resync(self):
         # Skip everything until the host's resync pattern: what was in flight is discarded.
+        # What follows a pause is no longer in flight: there a Ctrl-C is a new host's.
         n = len(RESYNC)
         win = bytearray(n)
-        one = bytearray(1)
+        quiet = False
         while True:
-            if self.inp.readinto(one) == 0:
-                raise OSError(5, "the host hung up")
+            if self.poll is not None and not self.poll.poll(QUIET):
+                quiet = True
+            b = self.byte(IDLE)
+            if quiet and b == 3:
+                raise _Gone()
+            if b != 10 and b != 13:
+                quiet = False
             win[:-1] = win[1:]
-            win[-1] = one[0]
+            win[-1] = b
             if win == RESYNC:
                 return
 
     def frame(self):
-        head = bytes(self.read(10))
-        if head[0] != SYNC:
+        # Where a frame should start, a live host has always sent SYNC. A Ctrl-C there (after
+        # a terminal's line end, perhaps: mpremote sends CR first) is a new host that wants
+        # the REPL: the one that began this session is gone. So is one silent for IDLE.
+        b = self.byte(IDLE)
+        while b == 10 or b == 13:
+            b = self.byte(IDLE)
+        if b == 3:
+            raise _Gone()
+        if b != SYNC:
             return None
-        kind, seq = head[1], head[2]
-        n = head[3] | head[4] << 8 | head[5] << 16
-        check = head[6] | head[7] << 8 | head[8] << 16 | head[9] << 24
+        head = bytes(self.read(9))
+        kind, seq = head[0], head[1]
+        n = head[2] | head[3] << 8 | head[4] << 16
+        check = head[5] | head[6] << 8 | head[7] << 16 | head[8] << 24
         if n > len(self.buf) - 16:
             return None
         payload = self.read(n)
-        if _check(payload, _check(head[1:6])) != check:
+        if _check(payload, _check(head[0:5])) != check:
             return None
         return kind, seq, payload
 
     def run(self):
+        try:
+            self.serve()
+        except _Gone:
+            # Nothing half-written stays: the temporary file goes, the old file is whole.
+            self.abandon()
+            if self.man is not None:
+                _save_manifest(self.man)
+
+    def serve(self):
         while True:
             got = self.frame()
             if got is None:

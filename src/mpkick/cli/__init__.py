@@ -26,6 +26,9 @@ def cli() -> None:
       mpkick -p sim:// push examples /     push a folder to the virtual board
       mpkick -p /dev/ttyACM0 ls -l        list a real board's files
     """
+    from ..transport.websocket import set_password_source
+
+    set_password_source(common.webrepl_password)
 
 
 # Each family of commands lives in its own module and registers itself on ``cli``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ class Options:
     """Options given before or after the command name, merged."""
 
     ports: list[str] = field(default_factory=list)  # every -p, in order
+    password: str | None = None
     verbose: int = 0
     quiet: bool = False
     jobs: int = 0  # --jobs: boards at once when many are named (0: all)
@@ -91,9 +93,14 @@ def common_options_long_port(f: F) -> F:
 def _common(f: F, port_names: tuple[str, ...]) -> F:
     f = click.option(*port_names, "ports", metavar="URL", expose_value=False, is_eager=True,
                      callback=_store("ports"), multiple=True,
-                     help="Target: /dev/ttyACM0, COM3, socket://host:port, sim://, "
-                          "image:fs.img, id:SERIAL, a name from [tool.mpkick.boards], all, "
-                          "auto (default; also MPKICK_PORT); repeat it for many boards")(f)
+                     help="Target: /dev/ttyACM0, COM3, socket://host:port, ws://HOST (WebREPL), "
+                          "sim://, qemu://microbit, image:fs.img, id:SERIAL, a name from "
+                          "[tool.mpkick.boards], all, auto (default; also MPKICK_PORT); repeat "
+                          "it for many boards")(f)
+    f = click.option("--password", "password", metavar="PW", expose_value=False, is_eager=True,
+                     callback=_store("password"),
+                     help="WebREPL password for ws:// ports (or MPKICK_PASSWORD, the config's "
+                          "password; asked for when missing)")(f)
     f = click.option("-v", "--verbose", count=True, expose_value=False,
                      callback=_store("verbose"), help="Say more (which paths were chosen)")(f)
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False,
@@ -124,6 +131,20 @@ def _line(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
             os.environ[f"MPKICK_{name.upper()}"] = "on" if line_value(name, value) else "off"
 
     return callback
+
+
+def webrepl_password(url: str) -> str | None:
+    """The password for a WebREPL board: ``--password``, MPKICK_PASSWORD, the config, or asked
+    for at the terminal (never echoed, never printed)."""
+    context = click.get_current_context(silent=True)
+    opts = context.ensure_object(Options) if context is not None else Options()
+    opts.load_settings()
+    given = opts.password or os.environ.get("MPKICK_PASSWORD") or opts.settings.get("password")
+    if given:
+        return str(given)
+    if sys.stdin.isatty():
+        return str(click.prompt(f"WebREPL password for {url}", hide_input=True, err=True))
+    return None
 
 
 def open_target(port: str | None = None) -> Target:

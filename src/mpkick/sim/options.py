@@ -5,6 +5,8 @@
 or ``sim://?profile=microbit``. ``romfs=256K`` (the default; 0 for none) is the ROM partition
 behind ``vfs.rom_ioctl``, kept in its own file beside the flash image (``PATH.romfs``);
 ``romfs_erase=whole`` makes it erase only from its start, as ports before ranged erase do.
+``webrepl=8266&password=pw`` (with ``net_latency=5ms`` and
+``net_rate=1M``, bytes a second) puts the board on the network: see ``webrepl.py``.
 Without a path the board keeps one flash image per user, so
 ``mpkick -p sim:// push`` and a later ``mpkick -p sim:// ls`` see the same files.
 """
@@ -53,6 +55,12 @@ class SimOptions:
     #: The board's UART input buffer, in bytes (0: unbounded): what arrives while it is full
     #: and nobody reads is lost, as on a real UART without flow control.
     rx_buffer: int = 0
+    webrepl: int | None = None  # serve WebREPL on 127.0.0.1 at this port (0: any free one)
+    password: str = "mpkick"
+    net_latency: float = 0.0  # seconds, each way
+    net_rate: int = 0  # bytes a second, each way; 0: as fast as loopback goes
+    tls: str | None = None  # a PEM file (certificate and key): WebREPL over wss://
+    net_drop_at: int | None = None  # the link drops after this many bytes from the client
 
     @property
     def image_path(self) -> Path:
@@ -101,8 +109,12 @@ def parse_url(url: str) -> SimOptions:
             updates[key] = value
         elif key in ("size", "block_size", "romfs"):
             updates[key] = parse_size(value)
-        elif key == "baud":
+        elif key in ("baud", "webrepl", "net_drop_at"):
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
+        elif key == "net_rate":
+            updates[key] = parse_size(value)
+        elif key == "net_latency":
+            updates[key] = _seconds(key, value)
         elif key in ("raw_paste", "cook"):
             updates[key] = value.lower() not in ("0", "no", "false", "off")
         elif key == "serial":
@@ -114,6 +126,16 @@ def parse_url(url: str) -> SimOptions:
         else:
             updates[key] = value
     return replace(SimOptions(), faults=faults, **updates)
+
+
+def _seconds(key: str, value: str) -> float:
+    """``5ms``, ``0.005`` or ``0.005s``."""
+    text = value.strip().lower()
+    scale = 1e-3 if text.endswith("ms") else 1.0
+    try:
+        return float(text.removesuffix("ms").removesuffix("s")) * scale
+    except ValueError:
+        raise InputError(f"sim:// option {key}={value!r} is not a time: write e.g. 5ms") from None
 
 
 def _bad(key: str, value: str) -> int:

@@ -216,7 +216,11 @@ class VirtualBoard:
         self._proc: subprocess.Popen[bytes] | None = None
         self._child_fd = -1
         self._host_fd = -1
-        self._keep_fd = -1  # our own slave end, so a pty host stays open between clients
+        self._keep_fd = -1  # unused for a pty host: a client's close must show as EIO
+        #: Somebody has the pty open and reads it. While nobody does, the board's output is
+        #: dropped, as over USB-CDC, and its stdin just goes quiet: a board is never told the
+        #: host left (no EOF), so neither is this one.
+        self._listening = True
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._unplugged = threading.Event()
@@ -262,8 +266,10 @@ class VirtualBoard:
         else:
             master, slave = pty.openpty()
             tty.setraw(slave)
-            self._host_fd, self._keep_fd = master, slave
             result = os.ttyname(slave)
+            os.close(slave)  # the client opens it by name; with no client, reads give EIO
+            self._host_fd = master
+            self._listening = False
         os.set_blocking(self._host_fd, False)
         self._started = time.monotonic()
         self._power_on_noise()
@@ -330,6 +336,11 @@ class VirtualBoard:
     @property
     def image(self) -> Path:
         return self.options.image_path
+
+    @property
+    def booting(self) -> bool:
+        """Still starting up: its REPL has not shown a prompt since power-on or reset."""
+        return self._booting
 
     # ----------------------------------------------------------------- the flash image
 
@@ -540,12 +551,15 @@ class VirtualBoard:
             return
         except OSError as exc:
             if exc.errno == errno.EIO:  # pty host: no client has it open right now
+                self._listening = False
+                self._to_host.clear()
                 time.sleep(0.01)
                 return
             raise
         if not data:  # socket host closed: the session is over
             self._stop.set()
             return
+        self._listening = True
         start = self.counters.host_to_board
         self.counters.host_to_board += len(data)
         if self._cold or (self._cold_boot and self._booting):
@@ -769,6 +783,10 @@ class VirtualBoard:
         return max(0, len(chunk) - max(0, self.options.rx_buffer - pending))
 
     def _write_host(self) -> None:
+        if not self._listening:
+            self._to_host.clear()  # into the void, as over USB-CDC with no host
+            self._cooked = 0
+            return
         self._cook()
         limit = 64 if self.options.baud else len(self._to_host)
         f = self.faults
@@ -788,6 +806,8 @@ class VirtualBoard:
                 if exc.errno != errno.EIO:
                     self._stop.set()
                 else:
+                    self._listening = False
+                    self._to_host.clear()
                     time.sleep(0.01)
                 return
             raise

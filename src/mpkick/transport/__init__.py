@@ -1,4 +1,5 @@
-"""Transports chosen by URL: a device path, any pyserial URL, ``sim://``, ``qemu://``, ``auto``."""
+"""Transports chosen by URL: a device path, any pyserial URL, ``sim://``, ``qemu://``,
+``ws://``, ``auto``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,22 @@ __all__ = ["Transport", "open_transport"]
 ID_WAIT = 3.0
 
 
-def open_transport(url: str, baudrate: int = 115200) -> Transport:
+def open_transport(url: str, baudrate: int = 115200, password: str | None = None) -> Transport:
     """The transport for ``url``; pyserial handles every URL that is not ours."""
+    if url.startswith(("ws://", "wss://")):
+        from .websocket import WebSocketTransport
+
+        return WebSocketTransport(url, password)
     if url.startswith("sim://"):
         from ..sim.options import parse_url
         from .simport import SimTransport
 
-        return SimTransport(parse_url(url))
+        options = parse_url(url)
+        if options.webrepl is not None:
+            from ..sim.webrepl import open_networked
+
+            return open_networked(options)
+        return SimTransport(options)
     if url.startswith("qemu://"):
         from .qemuport import QemuTransport
 

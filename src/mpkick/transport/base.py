@@ -15,6 +15,17 @@ class Transport(abc.ABC):
     #: USB-CDC or a pty make the writer wait: the host then paces itself.
     overruns: bool = False
 
+    #: How file content travels over this link, where there is a choice (``--verbose``).
+    link_note: str = ""
+
+    #: A soft reset ends this link (a board closes its sockets when it resets): the link is
+    #: opened anew with ``reopen`` once the board is back.
+    ends_at_reset: bool = False
+
+    def reopen(self) -> None:
+        """Open the link again after the board reset (where ``ends_at_reset``)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def write(self, data: bytes) -> None: ...
 
