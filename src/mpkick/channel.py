@@ -34,6 +34,9 @@ STREAM = ord("S")
 PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) pairs
 
 
+#: How many times a session steps down after the board ran out of RAM (see ``Caps.squeezed``).
+SQUEEZE_STEPS = 3
+
 #: The capabilities ``mk_caps`` reports as bits of a mask, in its order.
 CAP_FLAGS = ("hashlib", "crc32", "deflate", "stream", "zlib", "rename", "stat", "mkdir",
              "statvfs", "buffer", "kbd_intr")
@@ -56,6 +59,9 @@ class Caps:
     kbd_intr: bool = True
     free: int = 16384
     id: str | None = None  # the id mpkick keeps on the board, once it has made one
+    #: Steps down from what ``free`` allows, taken after the board ran out of RAM: each
+    #: halves the frames and the deflate window; the last turns compression off.
+    squeeze: int = 0
 
     @classmethod
     def from_report(cls, mask: int, free: int, ident: str | None) -> Caps:
@@ -65,20 +71,36 @@ class Caps:
 
     @property
     def compress(self) -> bool:
-        return self.deflate or self.zlib
+        return (self.deflate or self.zlib) and self.squeeze < SQUEEZE_STEPS
 
     @property
     def chunk(self) -> int:
-        """Frame size: as large as the board's free RAM comfortably allows."""
+        """Frame size: as large as the board's free RAM comfortably allows. A session holds
+        about three frames (received, to inflate, inflated) beside the window: with a
+        frame at a 24th of the free RAM and the window at a 16th, a third of it is left."""
         size = 256
-        while size < 32768 and size * 16 <= self.free:
+        while size < 32768 and size * 24 <= self.free:
             size *= 2
-        return size
+        return max(256, size >> self.squeeze)
+
+    def squeezed(self) -> str | None:
+        """Take the next step down after the board ran out of RAM; what it is, for
+        ``--verbose``, or None when there is none left."""
+        if self.squeeze >= SQUEEZE_STEPS:
+            return None
+        self.squeeze += 1
+        if not self.compress:
+            return f"frames of {self.chunk} bytes, no compression"
+        return f"frames of {self.chunk} bytes, deflate window 2^{self.wbits}"
 
     @property
     def wbits(self) -> int:
-        """Deflate window: a larger one compresses better where the board has the RAM."""
-        return 15 if self.free >= 128 * 1024 else 12 if self.free >= 32 * 1024 else 10
+        """Deflate window, from the free RAM the board reported: a larger one compresses
+        better, and the board's inflater holds all of it; a 16th of the free RAM at most."""
+        bits = 9
+        while bits < 15 and (1 << (bits + 1)) * 16 <= self.free:
+            bits += 1
+        return max(9, bits - self.squeeze)
 
 
 def check(data: bytes, init: int, crc: bool) -> int:

@@ -324,6 +324,7 @@ class DeltaSender:
                 if digest and size >= 1024 and self.can_sign and self.cache.get(digest) is None]
         if not want:
             return
+        self.board.load_part("mpkick_sigs")
         text = self.board.call("mk_sigs", want, timeout=120).decode("ascii", "replace")
         for (path, block), line in zip(want, text.splitlines(), strict=False):
             sig = parse_sigs(line, block)

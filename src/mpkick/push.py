@@ -6,6 +6,7 @@ found before the target is opened, so a mistake costs no round trip and touches 
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,15 +55,23 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
         notes = transfer_notes(target)
         for note in notes:
             say(note)
-        for attempt in (1, 2):
+        verified = False
+        while True:
             try:
                 result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan)
                 break
             except VerifyError as exc:
-                if attempt == 2:
+                if verified:
                     raise
+                verified = True
                 say(f"{exc.filename}: the board's copy was not what its listing said (changed "
                     "on the board?); listing the board again and pushing again")
+            except OSError as exc:
+                step = _squeeze(target, exc)
+                if step is None:
+                    raise
+                say(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
+                    f"with {step} (slower)")
         result.notes = notes
         result.seconds = time.monotonic() - start
         return result
@@ -96,6 +105,14 @@ def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bo
     if record is not None and not the_plan.empty:
         _verify_and_record(target, record, local, the_plan)
     return result
+
+
+def _squeeze(target: Target, exc: OSError) -> str | None:
+    """After the board ran out of RAM (ENOMEM) in a session: the smaller frames and window
+    the next try takes, or None when there is nothing left to give up (or no RAM ran out)."""
+    if exc.errno != errno.ENOMEM or not is_board(target):
+        return None
+    return target.caps.squeezed()  # type: ignore[attr-defined, no-any-return]
 
 
 def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,

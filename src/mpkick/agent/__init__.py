@@ -19,3 +19,12 @@ def source(name: str) -> str:
 def version(name: str) -> str:
     """A short content hash: the board keeps a copy and reuses it while this matches."""
     return hashlib.sha256(source(name).encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=None)
+def board_source(name: str) -> str:
+    """``source(name)`` as the board gets it: without comment lines and blank lines, which
+    cost the wire and the board's compiler and do nothing there."""
+    keep = [line for line in source(name).splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    return "\n".join(keep) + "\n"
