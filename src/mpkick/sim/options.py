@@ -37,6 +37,7 @@ class SimOptions:
     raw_paste: bool = True
     hide: tuple[str, ...] = ()
     micropython: str | None = None
+    cpu: float = 1.0  # share of one host core the board's process gets (sim/cpu.py)
     faults: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -78,6 +79,8 @@ def parse_url(url: str) -> SimOptions:
             updates[key] = parse_size(value)
         elif key == "baud":
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
+        elif key == "cpu":
+            updates[key] = _share(value)
         elif key == "raw_paste":
             updates[key] = value.lower() not in ("0", "no", "false", "off")
         elif key == "hide":
@@ -89,3 +92,14 @@ def parse_url(url: str) -> SimOptions:
 
 def _bad(key: str, value: str) -> int:
     raise InputError(f"sim:// option {key}={value!r} is not a whole number")
+
+
+def _share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        share = 0.0
+    if not 0 < share <= 1:
+        raise InputError(f"sim:// option cpu={value!r} is the board's share of one host core: "
+                         "above 0 and at most 1 (cpu=0.05 models a Pico)")
+    return share

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConnectError, InputError, PortBusy
+from .cpu import CpuBudget
 from .options import SimOptions
 
 FIRMWARE = Path(__file__).with_name("firmware.py")
@@ -266,6 +267,8 @@ class VirtualBoard:
         self._spawn(raw=False, main=LOOP_MAIN if self.faults.loop_main else None)
         self._thread = threading.Thread(target=self._pump, name="mpkick-sim", daemon=True)
         self._thread.start()
+        self.cpu = CpuBudget(self.options.cpu, lambda: self._proc.pid if self._proc else None)
+        self.cpu.start()
         return result
 
     def close(self) -> None:
@@ -273,6 +276,8 @@ class VirtualBoard:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+        if getattr(self, "cpu", None) is not None:
+            self.cpu.stop()
         self._kill_child()
         for fd in (self._host_fd, self._keep_fd):
             if fd >= 0:
