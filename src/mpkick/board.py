@@ -100,8 +100,21 @@ class Board:
     # ----------------------------------------------------------------- running code
 
     def exec(self, code: str, timeout: float | None = 10.0, stream: Stream | None = None) -> bytes:
-        """Run ``code``; return what it printed; raise what it raised."""
-        return self.repl.exec(code, timeout, stream)
+        """Run ``code``; return what it printed; raise what it raised (a board out of RAM
+        as one line that says so and what to do)."""
+        try:
+            return self.repl.exec(code, timeout, stream)
+        except BoardError as exc:
+            if exc.exc_type != "MemoryError" or isinstance(exc, OutOfMemory):
+                raise
+            raise OutOfMemory(exc.message, exc.traceback) from None
+
+    def heap_peak(self, watch: bool = True) -> int | None:
+        """The most heap the agent had in use (bytes, garbage collected first) since the last
+        call; ``watch`` keeps measuring from now on. Measuring costs a collection per frame
+        and per file: for benchmarks, not for pushes that are timed."""
+        self.load_agent()
+        return _literal(self.exec(f"mk_peak({watch!r})"))  # type: ignore[no-any-return]
 
     def eval(self, expr: str, timeout: float | None = 10.0) -> Any:
         """The value of ``expr`` on the board (anything ``repr`` round-trips)."""
@@ -400,6 +413,16 @@ class Board:
     @staticmethod
     def join(*parts: str) -> str:
         return posixpath.join(*parts)
+
+
+class OutOfMemory(BoardError):
+    """The board's heap could not hold what a command needed."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__("MemoryError", message, traceback)
+        self.args = (f"the board ran out of RAM ({message}): soft-reset it (`mpkick reset`) "
+                     "so its heap is whole again, free RAM that boot.py or main.py holds, or "
+                     "keep fewer files per folder; then retry",)
 
 
 @contextlib.contextmanager

@@ -77,7 +77,7 @@ class Caps:
     def chunk(self) -> int:
         """Frame size: as large as the board's free RAM comfortably allows. A session holds
         about three frames (received, to inflate, inflated) beside the window: with a
-        frame at a 24th of the free RAM and the window at a 16th, a third of it is left."""
+        frame at a 12th of the free RAM at most and the window at a 16th, half is left."""
         size = 256
         while size < 32768 and size * 24 <= self.free:
             size *= 2
@@ -338,7 +338,11 @@ class SendSession:
         if self._error is None:
             self.error_text = message
             err = os_error(int(errno_text) if errno_text.isdigit() else 5, path)
-            if "hash mismatch" in message:
+            if err.errno == 12:
+                err = OSError(12, f"the board ran out of RAM while writing it ({message}, frames "
+                              f"of {self.chunk} bytes): soft-reset the board (`mpkick reset`) "
+                              "and push again", path or None)
+            elif "hash mismatch" in message:
                 err = VerifyError(5, "the board's copy did not match after writing", path)
             elif "operation(s) failed" in message:
                 err = OSError(5, f"the board reports {message}; push again", path or None)

@@ -41,6 +41,25 @@ MANIFEST = META + "/manifest"
 JOURNAL = META + "/journal"
 
 
+_peak = [None]  # the most heap in use seen so far, while mk_peak watches
+
+
+def _mark():
+    # Heap in use right now (after a collection, so garbage does not count) for mk_peak.
+    if _peak[0] is not None:
+        gc.collect()
+        a = gc.mem_alloc()
+        if a > _peak[0]:
+            _peak[0] = a
+
+
+def mk_peak(on=True):
+    """Print the most heap the agent had in use since the last call, then watch (or stop)."""
+    print(_peak[0])
+    gc.collect()
+    _peak[0] = gc.mem_alloc() if on else None
+
+
 def _hex(b):
     if _hexlify:
         return _hexlify(b).decode()
@@ -284,6 +303,7 @@ def _compact():
                     m.next()
                 if e[3] != "-":
                     out.write(line)
+                _mark()
             while m.cur is not None:
                 out.write("%d\t%d\t%s\t%s\n" % (m.cur[2], m.cur[3], m.cur[4], m.cur[1]))
                 m.next()
@@ -369,6 +389,7 @@ def mk_tree(root, hashes, digest=False):
                     h = _hash_file(full, buf)
                     if jour:
                         jour.add(full, size, mtime, h)
+            _mark()
             if acc is None:
                 out.write("f\t%d\t%d\t%s\t%s\n" % (size, mtime, h, full))
             else:
@@ -535,6 +556,7 @@ class _Session:
                 return
             try:
                 self.op(kind, payload)
+                _mark()
                 self.reply(0x06, seq)
             except Exception as e:
                 self.abandon()
