@@ -131,11 +131,19 @@ def test_the_manifest_survives_a_session_that_died(board: Board, tmp_path: Path)
     assert board.exec("import os\nprint('journal' in os.listdir('/.mpkick'))").strip() == b"False"
 
 
-def test_a_cpu_budget_slows_the_board_and_lets_it_go(tmp_path: Path) -> None:
+def test_a_cpu_budget_slows_the_board_and_the_agent_says_where_its_time_went(
+        tmp_path: Path) -> None:
     with Board.connect(f"sim://{tmp_path / 'flash.img'}?cpu=0.2") as board:
         assert board.eval("sum(range(1000))") == 499500
         budget = board.transport.board.cpu  # type: ignore[attr-defined]
         assert isinstance(budget, CpuBudget) and budget.stops > 0
+        board.session_times()
+        work = generate(scale=0.2)
+        pushed(board, work, tmp_path / "src")
+        times = board.session_times(watch=False)
+        assert times is not None and set(times) == {"receive", "inflate", "write", "hash",
+                                                     "rename"}
+        assert times["hash"] > 0 and times["rename"] > 0
 
 
 @pytest.mark.parametrize("small", ["64K", pytest.param("192K", marks=pytest.mark.slow)],

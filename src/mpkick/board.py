@@ -28,6 +28,8 @@ AGENT = "mpkick_agent"
 #: Below this much free RAM a board gets the agent compiled (.mpy), where mpy-cross is here:
 #: the unix port needs about 100 kB to compile the agent's source, a 32-bit board about half.
 SMALL_HEAP = 160 * 1024
+#: What ``Board.session_times`` accounts for, in the agent's order.
+SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename")
 
 
 @dataclass
@@ -115,6 +117,16 @@ class Board:
         and per file: for benchmarks, not for pushes that are timed."""
         self.load_agent()
         return _literal(self.exec(f"mk_peak({watch!r})"))  # type: ignore[no-any-return]
+
+    def session_times(self, watch: bool = True) -> dict[str, float] | None:
+        """Where the board's time went in sessions since the last call, in seconds: receiving
+        frames (waiting for them included), inflating, writing, hashing, renaming; None when
+        it was not watching (or has no ``time.ticks_us``). ``watch`` keeps counting."""
+        self.load_agent()
+        raw = _literal(self.exec(f"mk_prof({watch!r})"))
+        if raw is None:
+            return None
+        return dict(zip(SESSION_ACCOUNTS, (us / 1e6 for us in raw), strict=False))
 
     def eval(self, expr: str, timeout: float | None = 10.0) -> Any:
         """The value of ``expr`` on the board (anything ``repr`` round-trips)."""

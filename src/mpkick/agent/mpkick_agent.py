@@ -34,6 +34,11 @@ except ImportError:
     _io = None
 import gc
 
+try:
+    from time import ticks_us as _us, ticks_diff as _since
+except ImportError:
+    _us = None
+
 SYNC = 0xA5
 RESYNC = b"\x00\xffmpkick-resync"
 META = "/.mpkick"
@@ -58,6 +63,24 @@ def mk_peak(on=True):
     print(_peak[0])
     gc.collect()
     _peak[0] = gc.mem_alloc() if on else None
+
+
+# Where a session's time goes, in microseconds, while mk_prof watches: receiving frames
+# (waiting for them included), inflating, writing, hashing the written file, renaming it.
+_prof = [None]
+
+
+def _tick(i, t0):
+    # Add the time since t0 to account i; the time now, for the next account.
+    t = _us()
+    _prof[0][i] += _since(t, t0)
+    return t
+
+
+def mk_prof(on=True):
+    """Print the session time accounts since the last call, then watch (or stop)."""
+    print(_prof[0])
+    _prof[0] = [0, 0, 0, 0, 0] if on and _us else None
 
 
 def _hex(b):
@@ -463,12 +486,18 @@ class _Session:
         src.seek(0)
         n = payload[0] | payload[1] << 8 | payload[2] << 16
         out = memoryview(self.buf)  # the payload is in the source already
+        p = _prof[0] is not None
         while n:
+            t = _us() if p else 0
             k = self.zs.readinto(out[:min(n, len(out))])
             if not k:
                 raise OSError(5, "the compressed data ended early")
+            if p:
+                t = _tick(1, t)
             if self.f is not None:
                 self.f.write(out[:k])
+            if p:
+                _tick(2, t)
             n -= k
 
     def read(self, n):
@@ -517,7 +546,10 @@ class _Session:
 
     def run(self):
         while True:
+            t = _us() if _prof[0] is not None else 0
             got = self.frame()
+            if t:
+                _tick(0, t)
             if got is None:
                 self.reply(0x15, self.expect)
                 self.resync()
@@ -586,7 +618,10 @@ class _Session:
                 data = _inflate(bytes(payload), self.wbits)
             else:
                 data = payload
+            t = _us() if _prof[0] is not None else 0
             self.f.write(data)
+            if t:
+                _tick(2, t)
             return
         args = bytes(payload).decode().split("\x00")
         if kind == 0x4F:  # O: open DEST for writing (atomic when the board can rename)
@@ -601,7 +636,10 @@ class _Session:
             f, self.f = self.f, None
             f.close()
             self.close_src()
+            t = _us() if _prof[0] is not None else 0
             h = _hash_file(self.tmp, self.rbuf)
+            if t:
+                t = _tick(3, t)
             if h != args[0] and not (args[0].startswith("sum:") and not hashlib):
                 try:
                     os.remove(self.tmp)
@@ -613,6 +651,8 @@ class _Session:
                 raise OSError(5, "hash mismatch after writing %s" % self.dest)
             if self.tmp != self.dest:
                 os.rename(self.tmp, self.dest)
+                if t:
+                    _tick(4, t)
             st = _stat(self.dest)
             if st:
                 self.jour.add(self.dest, st[6], st[8], h)
