@@ -108,7 +108,9 @@ def test_the_boards_memory_does_not_grow_with_the_tree(tmp_path: Path) -> None:
     assert many > 7 * few
     assert full_few and full_many and list_few and list_many
     assert full_many - full_few < 3072, peaks
-    assert list_many - list_few < 3072, peaks
+    # The large tree is eight folders deep, the small one three: a level holds a folder
+    # iterator and its path (a few hundred bytes), whatever the number of files.
+    assert list_many - list_few < 6144, peaks
 
 
 def test_a_board_out_of_ram_says_so_in_one_line(board: Board) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .board import OutOfMemory
 from .boardstate import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
 from .channel import file_digest
 from .errors import InputError, VerifyError
@@ -56,6 +57,7 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
         for note in notes:
             say(note)
         verified = False
+        floor = 0
         while True:
             try:
                 result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan)
@@ -66,8 +68,18 @@ def kick(port: str = "auto", src: str | Path = ".", dest: str = "/", delete: boo
                 verified = True
                 say(f"{exc.filename}: the board's copy was not what its listing said (changed "
                     "on the board?); listing the board again and pushing again")
+            except OutOfMemory:
+                if floor >= FLOOR_TRIES:
+                    raise
+                floor += 1  # a listing or a merge that found the heap in pieces: once more
+                say("the board ran out of RAM listing its files; asking again")
             except OSError as exc:
                 step = _squeeze(target, exc)
+                if step is None and exc.errno == errno.ENOMEM and floor < FLOOR_TRIES:
+                    # The smallest frames already: a fresh session starts on a heap without
+                    # the last one's garbage, and the files done so far are not sent again.
+                    floor += 1
+                    step = "the smallest frames again, for the files still to send"
                 if step is None:
                     raise
                 say(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
@@ -105,6 +117,10 @@ def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bo
     if record is not None and not the_plan.empty:
         _verify_and_record(target, record, local, the_plan)
     return result
+
+
+#: Sessions that may run out of RAM at the smallest frames, each one getting further.
+FLOOR_TRIES = 4
 
 
 def _squeeze(target: Target, exc: OSError) -> str | None:

@@ -384,7 +384,11 @@ def mk_tree(root, hashes, digest=False):
     buf = bytearray(1024)  # its size is part of the weak sum (channel.file_digest)
     man = jour = None
     if hashes and hashlib:
-        _compact()
+        try:
+            _compact()
+        except MemoryError:
+            gc.collect()  # what the failed merge held is garbage now: once more
+            _compact()
         man = _Man()
         jour = _Journal(man)
         within = root.rstrip("/") + "/"
@@ -626,6 +630,8 @@ class _Session:
         args = bytes(payload).decode().split("\x00")
         if kind == 0x4F:  # O: open DEST for writing (atomic when the board can rename)
             self.close_file()
+            if len(self.buf) < 1024:
+                gc.collect()  # a tiny heap: each file's objects go where the last one's went
             self.dest = args[0]
             self.wbits = int(args[1])
             self.tmp = (self.dest + ".mkt") if hasattr(os, "rename") else self.dest
