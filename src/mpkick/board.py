@@ -28,6 +28,8 @@ AGENT = "mpkick_agent"
 #: Below this much free RAM a board gets the agent compiled (.mpy), where mpy-cross is here:
 #: the unix port needs about 100 kB to compile the agent's source, a 32-bit board about half.
 SMALL_HEAP = 160 * 1024
+#: The version of the agent stored beside it, read before it is imported.
+VERSION_FILE = f"{META}/v"
 #: What ``Board.session_times`` accounts for, in the agent's order.
 SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename")
 
@@ -195,16 +197,22 @@ class Board:
         # Short on purpose: it crosses the wire at every connection. An agent imported by an
         # earlier connection since the board booted is used as it is (no compiling again); one
         # of another version is dropped, and then installed afresh.
+        # The version is read from a file beside it before a fresh import: a small heap has no
+        # room for an old agent and the new one at once.
         out = self.exec(
             f"import sys\nif {META!r} not in sys.path:sys.path.append({META!r})\n"
-            f"try:\n from {AGENT} import *\n mk_caps({want!r})\n"
+            f"try:\n if {AGENT!r} not in sys.modules and open({VERSION_FILE!r}).read()!={want!r}"
+            f":raise ImportError\n from {AGENT} import *\n mk_caps({want!r})\n"
             f"except Exception:\n sys.modules.pop({AGENT!r},0);print(0)").decode().strip()
         if out.startswith("("):
             self._agent_loaded = True
             self._set_caps(_literal(out.encode()))
             return
         # Not there, or another version: the first connection to this board (once per update).
+        # An older agent imported since boot lives on through the names it gave the REPL:
+        # they go first, or a small heap has no room for the new one.
         probe = _literal(self.exec(
+            "for _mk_k in [k for k in globals() if k[:3] == 'mk_']:\n del globals()[_mk_k]\n"
             "import gc, sys\ngc.collect()\ntry:\n import deflate, io, binascii\n"
             " z = hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64')\n"
             "except ImportError:\n z = False\n"
@@ -220,6 +228,7 @@ class Board:
                 name, data = f"{AGENT}.mpy", compiled
             for piece in _stored_installer(name, data, free):
                 self.exec(piece, timeout=30)
+            self.exec(f"with open({VERSION_FILE!r}, 'w') as _mk_f:\n _mk_f.write({want!r})")
             try:
                 self.exec(f"from {AGENT} import *", timeout=30)
                 self._agent_loaded = True
@@ -236,7 +245,8 @@ class Board:
         self._agent_loaded = True
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):
-                self._session_write([(f"{META}/{AGENT}.py", text.encode())], mkdirs=[META])
+                self._session_write([(f"{META}/{AGENT}.py", text.encode()),
+                                     (VERSION_FILE, want.encode())], mkdirs=[META])
 
     def load_part(self, name: str, store: bool = True) -> None:
         """Make a rarely used part of the agent (``mpkick_flash``, ``mpkick_sigs``) available:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
+from .errors import BoardError, ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
 from .repl import RawRepl
 
 SYNC = 0xA5
@@ -155,7 +155,14 @@ class SendSession:
         # the agent's READY line, which only the agent prints, damaged or not.
         first = repl.read_exact(1, 10)
         if first == b"\x04":
-            repl.fail(first + repl.read_until(b"\n", 10, what="the board's error"))
+            try:
+                repl.fail(first + repl.read_until(b"\n", 10, what="the board's error"))
+            except BoardError as exc:
+                if exc.exc_type != "MemoryError":
+                    raise
+                raise OSError(12, "the board ran out of RAM for a session's buffers "
+                              f"({exc.message}): soft-reset the board (`mpkick reset`) and "
+                              "retry") from None
         try:
             ready = first + repl.read_until(b"\n", 2, what="the agent to start receiving")
         except DeviceTimeout:

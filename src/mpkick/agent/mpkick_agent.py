@@ -4,6 +4,11 @@
 import os
 import sys
 
+# What the REPL gets from "from mpkick_agent import *": the mk_ names only. Every name more
+# grows the REPL's globals, in one allocation a fragmented small heap may not have.
+__all__ = ["mk_caps", "mk_info", "mk_usage", "mk_tree", "mk_stat", "mk_recv", "mk_send",
+           "mk_peak", "mk_prof", "mk_check", "mk_hex", "mk_frame", "mk_extend"]
+
 try:
     import hashlib
 except ImportError:
@@ -458,7 +463,8 @@ class _Session:
         self.inp = sys.stdin.buffer
         self.out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
         self.buf = bytearray(chunk + 16)
-        self.rbuf = bytearray(1024)  # its size is part of the weak sum (channel.file_digest)
+        # Its size is part of the weak sum (channel.file_digest); sha256 takes any size.
+        self.rbuf = bytearray(1024 if not hashlib else max(256, min(1024, chunk)))
         self.f = None
         self.src = None
         self.zs = None
