@@ -146,7 +146,7 @@ def report(results: Sequence[run.Measurement], work: Workload, tools: Sequence[s
                         "The most heap the agent had in use during each scenario, as the agent "
                         "itself measured it (`gc.mem_alloc()` after a collection, at every frame "
                         "and every file; `Board.heap_peak`), on the same board model. It "
-                        "includes the agent itself (about 15 kB on the 64-bit port) and the "
+                        "includes the agent itself (about 16 kB on the 64-bit port) and the "
                         "session's frames and deflate window, which follow the free RAM the "
                         "board reports.", "",
                         "| workload | files | free RAM at start | full | no-op | edit |",

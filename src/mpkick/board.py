@@ -30,6 +30,31 @@ AGENT = "mpkick_agent"
 SMALL_HEAP = 160 * 1024
 #: The version of the agent stored beside it, read before it is imported.
 VERSION_FILE = f"{META}/v"
+#: Where the agent's own globals are: its module, or the REPL's (sent in pieces).
+_AGENT_STATE = (f"import sys, gc\n_mk_a = sys.modules.get({AGENT!r})\n"
+                "if _mk_a is None:\n class _mk_a:\n  _peak, _prof, _us = _peak, _prof, _us")
+#: What ``Board.info`` asks (rarely: so it is sent, not kept in the agent's RAM on the board).
+INFO_CODE = """import gc, os, sys
+gc.collect()
+impl = sys.implementation
+_mk_i = {"platform": sys.platform, "version": ".".join(str(x) for x in impl.version[:3]),
+ "implementation": impl.name, "machine": getattr(impl, "_machine", ""),
+ "mpy": getattr(impl, "_mpy", None),
+ "mem_free": gc.mem_free() if hasattr(gc, "mem_free") else None,
+ "mem_alloc": gc.mem_alloc() if hasattr(gc, "mem_alloc") else None, "uid": None}
+try:
+ import machine, binascii
+ _mk_i["uid"] = binascii.hexlify(machine.unique_id()).decode()
+except Exception:
+ pass
+try:
+ v = os.statvfs("/")
+ _mk_i["fs_total"] = v[0] * v[2]
+ _mk_i["fs_free"] = v[0] * v[3]
+except Exception:
+ pass
+print(repr(_mk_i))
+_mk_i = impl = None"""
 #: What ``Board.session_times`` accounts for, in the agent's order.
 SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename")
 
@@ -118,14 +143,18 @@ class Board:
         call; ``watch`` keeps measuring from now on. Measuring costs a collection per frame
         and per file: for benchmarks, not for pushes that are timed."""
         self.load_agent()
-        return _literal(self.exec(f"mk_peak({watch!r})"))  # type: ignore[no-any-return]
+        return _literal(self.exec(  # type: ignore[no-any-return]
+            f"{_AGENT_STATE}\nprint(_mk_a._peak[0])\ngc.collect()\n"
+            f"_mk_a._peak[0] = gc.mem_alloc() if {watch!r} else None"))
 
     def session_times(self, watch: bool = True) -> dict[str, float] | None:
         """Where the board's time went in sessions since the last call, in seconds: receiving
         frames (waiting for them included), inflating, writing, hashing, renaming; None when
         it was not watching (or has no ``time.ticks_us``). ``watch`` keeps counting."""
         self.load_agent()
-        raw = _literal(self.exec(f"mk_prof({watch!r})"))
+        raw = _literal(self.exec(
+            f"{_AGENT_STATE}\nprint(_mk_a._prof[0])\n"
+            f"_mk_a._prof[0] = [0] * 5 if {watch!r} and _mk_a._us else None"))
         if raw is None:
             return None
         return dict(zip(SESSION_ACCOUNTS, (us / 1e6 for us in raw), strict=False))
@@ -202,7 +231,8 @@ class Board:
         out = self.exec(
             f"import sys\nif {META!r} not in sys.path:sys.path.append({META!r})\n"
             f"try:\n if {AGENT!r} not in sys.modules and open({VERSION_FILE!r}).read()!={want!r}"
-            f":raise ImportError\n from {AGENT} import *\n mk_caps({want!r})\n"
+            f":raise ImportError\n __import__('gc').collect()\n from {AGENT} import *\n"
+            f" mk_caps({want!r})\n"
             f"except Exception:\n sys.modules.pop({AGENT!r},0);print(0)").decode().strip()
         if out.startswith("("):
             self._agent_loaded = True
@@ -291,7 +321,8 @@ class Board:
             self.log("board lacks: " + ", ".join(missing) + " (using fallbacks)")
 
     def info(self) -> BoardInfo:
-        raw = _literal(self.call("mk_info"))
+        self.load_agent()
+        raw = _literal(self.exec(INFO_CODE))
         known = {k: raw.pop(k, None) for k in ("platform", "version", "implementation", "machine",
                                                "mpy", "mem_free", "mem_alloc", "uid",
                                                "fs_total", "fs_free")}

@@ -6,8 +6,8 @@ import sys
 
 # What the REPL gets from "from mpkick_agent import *": the mk_ names only. Every name more
 # grows the REPL's globals, in one allocation a fragmented small heap may not have.
-__all__ = ["mk_caps", "mk_info", "mk_usage", "mk_tree", "mk_stat", "mk_recv", "mk_send",
-           "mk_peak", "mk_prof", "mk_check", "mk_hex", "mk_frame", "mk_extend"]
+__all__ = ["mk_caps", "mk_usage", "mk_tree", "mk_stat", "mk_recv", "mk_send", "mk_check",
+           "mk_hex", "mk_frame", "mk_extend"]
 
 try:
     import hashlib
@@ -51,11 +51,12 @@ MANIFEST = META + "/manifest"
 JOURNAL = META + "/journal"
 
 
-_peak = [None]  # the most heap in use seen so far, while mk_peak watches
+# The most heap in use seen so far, while the host watches (Board.heap_peak sets it).
+_peak = [None]
 
 
 def _mark():
-    # Heap in use right now (after a collection, so garbage does not count) for mk_peak.
+    # Heap in use right now (after a collection, so garbage does not count).
     if _peak[0] is not None:
         gc.collect()
         a = gc.mem_alloc()
@@ -63,15 +64,8 @@ def _mark():
             _peak[0] = a
 
 
-def mk_peak(on=True):
-    """Print the most heap the agent had in use since the last call, then watch (or stop)."""
-    print(_peak[0])
-    gc.collect()
-    _peak[0] = gc.mem_alloc() if on else None
-
-
-# Where a session's time goes, in microseconds, while mk_prof watches: receiving frames
-# (waiting for them included), inflating, writing, hashing the written file, renaming it.
+# Where a session's time goes, in microseconds, while the host watches (Board.session_times):
+# receiving frames (waiting for them included), inflating, writing, hashing, renaming.
 _prof = [None]
 
 
@@ -80,12 +74,6 @@ def _tick(i, t0):
     t = _us()
     _prof[0][i] += _since(t, t0)
     return t
-
-
-def mk_prof(on=True):
-    """Print the session time accounts since the last call, then watch (or stop)."""
-    print(_prof[0])
-    _prof[0] = [0, 0, 0, 0, 0] if on and _us else None
 
 
 def _hex(b):
@@ -144,34 +132,6 @@ def mk_caps(want=None):
     except OSError:
         pass
     print(repr((mask, free, ident)))
-
-
-def mk_info():
-    gc.collect()
-    impl = sys.implementation
-    info = {
-        "platform": sys.platform,
-        "version": ".".join(str(x) for x in impl.version[:3]),
-        "implementation": impl.name,
-        "machine": getattr(impl, "_machine", ""),
-        "mpy": getattr(impl, "_mpy", None),
-        "mem_free": gc.mem_free() if hasattr(gc, "mem_free") else None,
-        "mem_alloc": gc.mem_alloc() if hasattr(gc, "mem_alloc") else None,
-        "uid": None,
-    }
-    try:
-        import machine
-
-        info["uid"] = _hex(machine.unique_id())
-    except Exception:
-        pass
-    try:
-        v = os.statvfs("/")
-        info["fs_total"] = v[0] * v[2]
-        info["fs_free"] = v[0] * v[3]
-    except Exception:
-        pass
-    print(repr(info))
 
 
 def mk_usage(path="/"):
