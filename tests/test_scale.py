@@ -177,3 +177,17 @@ def test_a_1000_file_project_works_at_small_heaps(small: tuple[Board, Path],
     assert {e.path.lstrip("/") for e in board.tree("/") if not e.is_dir
             and not e.path.startswith("/.mpkick")} == set(left)
     assert board.read("/" + work.edit_path) == work.edited
+
+
+def test_a_64k_board_pushes_again_after_it_rebooted(tmp_path: Path) -> None:
+    """Each connection boots the virtual board afresh: the stored (compiled) agent is
+    imported, not installed again, and the unchanged tree costs no file data."""
+    image, work = tmp_path / "flash.img", generate()
+    work.write(tmp_path / "src")
+    for n in range(3):
+        said: list[str] = []
+        with Board.connect(f"sim://{image}?heap=64K", log=said.append) as board:
+            result = kick(src=tmp_path / "src", target=board, log=said.append)
+        assert (result.created == len(work.files)) if n == 0 else (result.bytes_sent == 0)
+        assert n == 0 or not any("installing" in line for line in said), said
+    assert same(image, work.files)
