@@ -353,6 +353,12 @@ class SendSession:
                 err = VerifyError(5, "the board's copy did not match after writing", path)
             elif "operation(s) failed" in message:
                 err = OSError(5, f"the board reports {message}; push again", path or None)
+            elif err.errno == 5 and message:
+                # An I/O error says what the board said, never a bare "Input/output error".
+                said = message.split("] ", 1)[-1]
+                err = OSError(5, f"the board reports an I/O error ({said}); push again, and if "
+                              "it stays, check the board's flash (mpkick df, image pull)",
+                              path or None)
             self._error = err
         self._acked(seq)
 
