@@ -77,12 +77,14 @@ class Measurement:
 
 
 @contextlib.contextmanager
-def virtual_board(image: Path, baud: int, link: Path) -> Iterator[object]:
-    """A fresh virtual board on a pty, reachable at ``link`` (a symlink named like a device)."""
+def virtual_board(image: Path, baud: int, link: Path, options: str = "") -> Iterator[object]:
+    """A fresh virtual board on a pty, reachable at ``link`` (a symlink named like a device);
+    ``options``: more sim:// options (``heap=400K&size=16M``)."""
     from mpkick.sim.options import parse_url
     from mpkick.sim.supervisor import VirtualBoard
 
-    board = VirtualBoard(parse_url(f"sim://{image}?baud={baud}"))
+    board = VirtualBoard(parse_url(f"sim://{image}?baud={baud}" + (f"&{options}" if options
+                                                                    else "")))
     pty = board.start("pty")
     with contextlib.suppress(FileNotFoundError):
         link.unlink()
@@ -139,7 +141,7 @@ def tool_env(workdir: Path) -> dict[str, str]:
 
 
 def session(tool: str, baud: int, rep: int, work: Workload, workdir: Path,
-            log: Callable[[str], None] = print) -> list[Measurement]:
+            log: Callable[[str], None] = print, options: str = "") -> list[Measurement]:
     """The three scenarios in order on one fresh board: full, unchanged, edit."""
     src = workdir / f"src-{tool}-{baud}-{rep}"
     shutil.rmtree(src, ignore_errors=True)
@@ -149,7 +151,7 @@ def session(tool: str, baud: int, rep: int, work: Workload, workdir: Path,
     link = workdir / f"ttyACM{TOOLS.index(tool)}"
     port = str(link)
     out = []
-    with virtual_board(image, baud, link) as board:
+    with virtual_board(image, baud, link, options) as board:
         files = dict(work.files)
         for scenario in SCENARIOS:
             if scenario == "edit":

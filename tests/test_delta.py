@@ -131,9 +131,9 @@ def test_a_manifest_that_lies_costs_one_retry_not_a_stuck_push(board: Board,
         (project / "m.py").write_bytes(content)
         kick(src=project, target=board)
     # What a stale manifest says: /m.py (really `second`) still hashes as `first`.
-    board.exec("import mpkick_agent as a\nm = a._load_manifest()\n"
-               f"m['/m.py'] = m['/m.py'][:2] + ({hashlib.sha256(first).hexdigest()!r},)\n"
-               "a._save_manifest(m)")
+    board.exec("import mpkick_agent as a, os\nst = os.stat('/m.py')\nj = a._Journal()\n"
+               f"j.add('/m.py', st[6], st[8], {hashlib.sha256(first).hexdigest()!r})\n"
+               "j.close()\na._compact()")
     edited = first.replace(b"def f2(", b"def g2(")
     (project / "m.py").write_bytes(edited)
     said: list[str] = []

@@ -222,8 +222,8 @@ def test_the_microbit_profile_offers_what_the_real_micro_bit_offers(port: str,
     sim, sim_free, sim_paste = detected(f"sim://{tmp_path / 'f.img'}?profile=microbit")
     assert sim == real and sim_paste == real_paste is False
     # The unix port is 64-bit: the same objects take about twice the heap. Counted so, the
-    # profile leaves user code within 1.5x of the micro:bit's free heap (the sim's firmware
-    # needs 32K of heap to boot, so it cannot be made smaller).
+    # profile leaves user code within 1.5x of the micro:bit's free heap (the unix port
+    # needs room to boot its firmware, so it cannot be made any tighter).
     assert 0.75 * real_free <= sim_free / 2 <= 1.5 * real_free
 
 

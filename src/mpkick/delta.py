@@ -238,6 +238,7 @@ class ContentCache:
 
     def __init__(self, board_id: str) -> None:
         self.folder = cache_dir("delta") / board_id
+        self._total: int | None = None  # bytes held, counted once, then kept up to date
 
     def _path(self, digest: str) -> Path:
         return self.folder / digest[:2] / digest
@@ -259,12 +260,18 @@ class ContentCache:
         if path.exists():
             return
         store(path, data)
-        self.prune()
+        if self._total is None:
+            self.prune()  # counts what is there; a push of 1,000 files lists the folder once
+        else:
+            self._total += len(data)
+            if self._total > CACHE_LIMIT:
+                self.prune()
 
     def prune(self, limit: int = CACHE_LIMIT) -> None:
         """Forget the least recently used entries past ``limit`` bytes."""
         try:
-            files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.folder.glob("*/*")]
+            files = [(st.st_mtime, st.st_size, p) for p in self.folder.glob("*/*")
+                     for st in (p.stat(),)]
         except OSError:
             return
         total = sum(size for _, size, _ in files)
@@ -274,6 +281,7 @@ class ContentCache:
             with contextlib.suppress(OSError):
                 path.unlink()
             total -= size
+        self._total = total
 
 
 def board_id(board: Board) -> str:
@@ -328,6 +336,7 @@ class DeltaSender:
                 if digest and size >= 1024 and self.can_sign and self.cache.get(digest) is None]
         if not want:
             return
+        self.board.load_part("mpkick_sigs")
         text = self.board.call("mk_sigs", want, timeout=120).decode("ascii", "replace")
         for (path, block), line in zip(want, text.splitlines(), strict=False):
             sig = parse_sigs(line, block)

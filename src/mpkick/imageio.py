@@ -69,7 +69,7 @@ class FlashPlan(NamedTuple):
 
 def block_device(board: Board) -> BlockDevice:
     """The board's block device; a clear error on firmware that exposes none."""
-    board.load_agent(store=False)
+    board.load_part("mpkick_flash", store=False)
     raw = _literal(board.exec("mk_bdev()"))
     if raw is None:
         raise InputError("this board exposes no block device for its filesystem (none of "

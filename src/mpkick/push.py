@@ -6,11 +6,13 @@ found before the target is opened, so a mistake costs no round trip and touches 
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from .board import OutOfMemory
 from .boardstate import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
 from .channel import file_digest, paced_chunk
 from .errors import InputError, VerifyError
@@ -96,15 +98,34 @@ def kick(port: str | Sequence[str] = "auto", src: str | Path = ".", dest: str = 
         notes = transfer_notes(target)
         for note in notes:
             say(note)
-        for attempt in (1, 2):
+        verified = False
+        floor = 0
+        while True:
             try:
                 result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan)
                 break
             except VerifyError as exc:
-                if attempt == 2:
+                if verified:
                     raise
+                verified = True
                 say(f"{exc.filename}: the board's copy was not what its listing said (changed "
                     "on the board?); listing the board again and pushing again")
+            except OutOfMemory:
+                if floor >= FLOOR_TRIES:
+                    raise
+                floor += 1  # a listing or a merge that found the heap in pieces: once more
+                say("the board ran out of RAM listing its files; asking again")
+            except OSError as exc:
+                step = _squeeze(target, exc)
+                if step is None and exc.errno == errno.ENOMEM and floor < FLOOR_TRIES:
+                    # The smallest frames already: a fresh session starts on a heap without
+                    # the last one's garbage, and the files done so far are not sent again.
+                    floor += 1
+                    step = "the smallest frames again, for the files still to send"
+                if step is None:
+                    raise
+                say(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
+                    f"with {step} (slower)")
         result.notes = notes
         if rom_image is not None and rom_tree is not None:
             result.notes += push_rom(target, rom_image, rom_tree, dry_run, say)
@@ -151,6 +172,18 @@ def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bo
     if record is not None and not the_plan.empty:
         _verify_and_record(target, record, local, the_plan)
     return result
+
+
+#: Sessions that may run out of RAM at the smallest frames, each one getting further.
+FLOOR_TRIES = 4
+
+
+def _squeeze(target: Target, exc: OSError) -> str | None:
+    """After the board ran out of RAM (ENOMEM) in a session: the smaller frames and window
+    the next try takes, or None when there is nothing left to give up (or no RAM ran out)."""
+    if exc.errno != errno.ENOMEM or not is_board(target):
+        return None
+    return target.caps.squeezed()  # type: ignore[attr-defined, no-any-return]
 
 
 def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,

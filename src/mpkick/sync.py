@@ -201,6 +201,17 @@ def human(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+#: Ends every part of a path in ``board_order``: sorts after every character.
+_LAST = "\U0010ffff"
+
+
+def board_order(path: str) -> str:
+    """The order a board's agent walks its tree in (littlefs's own listing order: in a
+    folder, a name before a longer one that starts with it): writes and removals sent in this
+    order let the board update its manifest in one streaming pass."""
+    return path.replace("/", _LAST) + _LAST
+
+
 def _twin(path: str) -> str | None:
     stem, ext = posixpath.splitext(path)
     return stem + {".py": ".mpy", ".mpy": ".py"}[ext] if ext in (".py", ".mpy") else None
@@ -263,14 +274,14 @@ def plan(local: LocalTree, remote_entries: Iterable[Entry], dest: str, delete: b
             drop(entry, "")
     # Files before their folders, deepest folders first.
     deletes.sort(key=lambda a: (a.kind == RMDIR, -a.path.count("/") if a.kind == RMDIR else 0,
-                                a.path))
+                                board_order(a.path)))
     out.actions += deletes
     for path in [*create_dest, *sorted(want_dirs)]:
         existing = remote.get(path)
         if existing is None or path in gone:
             out.actions.append(Action(MKDIR, path))
     unchanged = []
-    for path, f in sorted(want_files.items()):
+    for path, f in sorted(want_files.items(), key=lambda item: board_order(item[0])):
         old = remote.get(path)
         if old is None or path in gone:
             out.actions.append(Action(CREATE, path, f.size, rel=f.rel))

@@ -46,3 +46,9 @@ def compact(text: str) -> str:
         depth = len(line) - len(body)
         out.append(" " * (depth // 4) + " " * (depth % 4) + body.rstrip())
     return "\n".join(out)
+
+
+def board_source(name: str) -> str:
+    """``source(name)`` as the board gets it: ``compact``, which costs the wire and the
+    board's compiler less and does the same there."""
+    return compact(source(name)) + "\n"

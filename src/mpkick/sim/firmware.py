@@ -96,7 +96,8 @@ def _boot():
 
     def tracked_open(*args, **kwargs):
         f = real_open(*args, **kwargs)
-        if len(files) > 32:
+        if len(files) > 2:
+            # Closed files go at once: a board frees them, and each holds a littlefs cache.
             files[:] = [g for g in files if is_open(g)]
         files.append(f)
         return f

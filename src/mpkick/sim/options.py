@@ -26,11 +26,16 @@ PROFILES: dict[str, dict[str, str]] = {
     # The micro:bit v1's MicroPython 1.9: tiny heap, flat flash, none of the modern modules,
     # no sys.path or sys.stdin (so no agent: plain REPL commands). tests/test_real_firmware.py
     # checks that mpkick detects the same capabilities here as on the real firmware in QEMU.
-    "microbit": {"size": "128K", "heap": "32K", "raw_paste": "0", "romfs": "0",
+    "microbit": {"size": "128K", "heap": "24K", "raw_paste": "0", "romfs": "0",
                  "hide": "hashlib,binascii,deflate,zlib,os.rename,os.stat,os.mkdir,os.statvfs,"
                          "sys.path,sys.stdin,sys.stdout"},
     "old": {"raw_paste": "0", "hide": "deflate,zlib,hashlib", "romfs": "0"},
-    "small": {"size": "256K", "heap": "64K"},
+    "small": {"size": "256K", "heap": "64K"},  # an ESP8266-class board: about 30 kB free
+    # The unix port is a 64-bit build: the same objects take about twice the heap they take on
+    # a 32-bit board, so each heap here is twice the free RAM of the board it stands for.
+    "esp8266": {"size": "2M", "heap": "64K"},  # about 30 kB free
+    "esp32": {"size": "2M", "heap": "224K"},  # without PSRAM: about 110 kB free
+    "pico": {"size": "1408K", "heap": "400K"},  # RP2040: about 200 kB free, 1.4 MB of flash
 }
 
 
@@ -49,6 +54,7 @@ class SimOptions:
     romfs: int = 256 << 10  # the ROM partition's size for a new one; 0: the board has none
     romfs_erase: str = "block"  # "block": erases any 4 KiB block; "whole": only from the start
     serial: str | None = None  # the board's serial number: machine.unique_id() and id:SERIAL
+    cpu: float = 1.0  # share of one host core the board's process gets (sim/cpu.py)
     faults: dict[str, str] = field(default_factory=dict)
     #: The link is not 8-bit clean: every LF the board sends arrives as CRLF (a telnet hop).
     cook: bool = False
@@ -111,6 +117,8 @@ def parse_url(url: str) -> SimOptions:
             updates[key] = parse_size(value)
         elif key in ("baud", "webrepl", "net_drop_at"):
             updates[key] = int(value) if value.isdigit() else _bad(key, value)
+        elif key == "cpu":
+            updates[key] = _share(value)
         elif key == "net_rate":
             updates[key] = parse_size(value)
         elif key == "net_latency":
@@ -149,3 +157,14 @@ def _is_hex(text: str) -> bool:
 def _bad_serial(value: str) -> str:
     raise InputError(f"sim:// option serial={value!r}: give an even number of hex digits, as "
                      "machine.unique_id() reports them (e.g. serial=e6614c311b7a2d25)")
+
+
+def _share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        share = 0.0
+    if not 0 < share <= 1:
+        raise InputError(f"sim:// option cpu={value!r} is the board's share of one host core: "
+                         "above 0 and at most 1 (cpu=0.05 models a Pico)")
+    return share

@@ -50,9 +50,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConnectError, InputError, PortBusy
+from ..image import parse_size
+from .cpu import CpuBudget
 from .options import SimOptions
 
 FIRMWARE = Path(__file__).with_name("firmware.py")
+#: What the virtual board's own firmware keeps on the heap (its flash driver, machine module
+#: and ROM partition, in Python), which a real board's firmware keeps in flash: ``heap=`` is
+#: what the modelled board has, so the unix port gets this much more.
+FIRMWARE_HEAP = 8 << 10
 RAW_MARK = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_MARK = b'Type "help()" for more information.'
 PROMPT = b">>> "
@@ -276,6 +282,8 @@ class VirtualBoard:
         self._spawn(raw=False, main=LOOP_MAIN if self.faults.loop_main else None)
         self._thread = threading.Thread(target=self._pump, name="mpkick-sim", daemon=True)
         self._thread.start()
+        self.cpu = CpuBudget(self.options.cpu, lambda: self._proc.pid if self._proc else None)
+        self.cpu.start()
         return result
 
     def close(self) -> None:
@@ -283,6 +291,8 @@ class VirtualBoard:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+        if getattr(self, "cpu", None) is not None:
+            self.cpu.stop()
         self._kill_child()
         for fd in (self._host_fd, self._keep_fd):
             if fd >= 0:
@@ -396,7 +406,8 @@ class VirtualBoard:
         self._child_tty = os.ttyname(slave)
         args = list(self.command)
         if self.options.heap:
-            args += ["-X", f"heapsize={self.options.heap}"]
+            heap = parse_size(self.options.heap) + FIRMWARE_HEAP
+            args += ["-X", f"heapsize={heap}"]
         args += ["-i", str(FIRMWARE), str(self.image), str(self.block_size),
                  str(self.block_count), "raw" if raw else "friendly", ",".join(self.options.hide)]
         env = dict(os.environ)
@@ -784,9 +795,13 @@ class VirtualBoard:
 
     def _write_host(self) -> None:
         if not self._listening:
-            self._to_host.clear()  # into the void, as over USB-CDC with no host
-            self._cooked = 0
-            return
+            # A client that opened the pty and only reads says nothing: but then the master is
+            # not readable, where with no client at all it is (EIO).
+            if select.select([self._host_fd], [], [], 0)[0]:
+                self._to_host.clear()  # into the void, as over USB-CDC with no host
+                self._cooked = 0
+                return
+            self._listening = True
         self._cook()
         limit = 64 if self.options.baud else len(self._to_host)
         f = self.faults
