@@ -47,7 +47,7 @@ demo: $(VENV)/.demo
 test: $(VENV)/.test sysdeps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.test
 	$(BIN)/python bench/run.py

@@ -256,6 +256,11 @@ class RawRepl:
                 self.write(b"\r\x01")
             try:
                 seen += self._read_raw_prompt(wait)
+                if attempt:
+                    # Every Ctrl-A sent gets its own prompt, and the board may only now be
+                    # answering the earlier ones (it was busy, or the line slow): swallow
+                    # them, or the next command reads a stale prompt as its answer.
+                    seen += self._stale_prompts(attempt)
                 break
             except DeviceTimeout:
                 seen += self._buf
@@ -268,6 +273,16 @@ class RawRepl:
         self.interrupted = b"KeyboardInterrupt" in seen
         if soft_reset:
             self.soft_reset()
+
+    def _stale_prompts(self, extra: int) -> bytes:
+        """Up to ``extra`` more raw prompts, each within a short wait, once the line is quiet."""
+        got = self.drain(0.3, 3.0)
+        while got.count(RAW_PROMPT) < extra:
+            more = self.drain(0.3, 1.0)
+            if not more:
+                break
+            got += more
+        return got
 
     def soft_reset(self, timeout: float = 10.0) -> None:
         """Soft-reboot from the raw REPL and wait until the board is back in it."""
