@@ -213,6 +213,17 @@ def test_compiled_modules_import_from_rom_after_a_soft_reset(rom_url: str, tmp_p
         assert board.eval("__import__('os').stat('/rom/lib/greet.mpy')[6]") > 0
 
 
+def test_deploy_to_several_boards_at_once_makes_each_rom_live(tmp_path: Path) -> None:
+    src = _project(tmp_path / "src", TREE)
+    urls = [f"sim://{tmp_path / f'b{i}.img'}" for i in range(2)]
+    assert main([*(a for u in urls for a in ("-p", u)), "romfs", "deploy", str(src)]) == 0
+    for url in urls:
+        with Board.connect(url) as board:
+            board.soft_reset()
+            assert board.exec("import greet\nprint(greet.__file__)").strip() == \
+                b"/rom/lib/greet.mpy"
+
+
 def test_an_unchanged_deploy_writes_nothing(rom_url: str, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     src = _project(tmp_path / "src", TREE)

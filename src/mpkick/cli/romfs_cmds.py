@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import cli, common
+from ..errors import InputError
+from . import cli, common, fleet_cmds
 from .common import common_options, human
 
 if TYPE_CHECKING:
     from ..board import Board
     from ..compile import Compiler
+    from ..fleet import BoardJob
     from ..romfs.source import RomTree
+    from ..selection import BoardRef
 
 
 @cli.group("romfs")
@@ -139,6 +142,29 @@ def _deploy_source(board: Board, src: Path, compile_: bool, mpy_cross: str | Non
     return _tree(src, compiler, mpy, extra).image(), f"the image of {src}"
 
 
+def _deploy_many(refs: list[BoardRef], src: Path, rid: int, compile_: bool,
+                 mpy_cross: str | None, extra: tuple[str, ...], no_reset: bool) -> None:
+    """``romfs deploy`` on every board at once, each built for its own firmware."""
+    from ..romfs import deploy as rom
+
+    def job(bj: BoardJob) -> str:
+        with fleet_cmds.connect(bj) as board:
+            image, name = _deploy_source(board, src, compile_, mpy_cross, extra)
+            bj.status("deploying")
+            done = [0]
+
+            def progress(n: int) -> None:
+                done[0] += n
+                bj.progress(done[0], len(image))
+
+            result = rom.deploy(board, image, rid, name=name, reset=not no_reset,
+                                board_mpy=board.info().mpy, progress=progress)
+        return ("unchanged: nothing written" if result.unchanged
+                else f"{name}: {len(image)} bytes, verified")
+
+    fleet_cmds.on_boards(refs, job, "romfs deploy")
+
+
 @romfs.command("deploy", epilog=common.example(
     "mpkick romfs deploy lib                 compile lib/ for the board and make it /rom\n"
     "mpkick romfs deploy rom.img --partition 1\n"
@@ -164,6 +190,12 @@ def deploy_cmd(src: Path, rid: int, compile_: bool, mpy_cross: str | None,
     from ..romfs import deploy as rom
 
     opts = common.options()
+    refs = fleet_cmds.many()
+    if refs is not None:
+        if dry_run:
+            raise InputError("--dry-run compares one board: give one with -p")
+        _deploy_many(refs, src, rid, compile_, mpy_cross, extra, no_reset)
+        return
     with common.open_board() as board:
         image, name = _deploy_source(board, src, compile_, mpy_cross, extra)
         mpy = board.info().mpy
