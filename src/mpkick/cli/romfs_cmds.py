@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.globals import pop_context, push_context
 
 from ..errors import InputError
 from . import cli, common, fleet_cmds
@@ -147,7 +148,16 @@ def _deploy_many(refs: list[BoardRef], src: Path, rid: int, compile_: bool,
     """``romfs deploy`` on every board at once, each built for its own firmware."""
     from ..romfs import deploy as rom
 
+    context = click.get_current_context()  # the options and config, in every board's thread
+
     def job(bj: BoardJob) -> str:
+        push_context(context)  # this thread's own stack: the context itself is not touched
+        try:
+            return deploy_one(bj)
+        finally:
+            pop_context()
+
+    def deploy_one(bj: BoardJob) -> str:
         with fleet_cmds.connect(bj) as board:
             image, name = _deploy_source(board, src, compile_, mpy_cross, extra)
             bj.status("deploying")
