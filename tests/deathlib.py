@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,13 +27,14 @@ MPREMOTE = Path(sys.executable).with_name("mpremote")
 #: Long enough for every command below to be well under way at 115200 baud.
 KILL_WITHIN = 2.5
 #: What is killed: connecting (and installing the agent on a fresh board), push, get, a
-#: program that runs forever, watch.
+#: program that runs forever, watch, a FUSE mount (whose mount point is then unmounted).
 COMMANDS = {
     "connect": ("exec", "print(1)"),
     "push": ("push", "{src}", "/"),
     "get": ("get", "/lib/drivers/blob.bin", "{out}"),
     "running program": ("exec", "import time\nwhile True:\n    time.sleep_ms(10)"),
     "watch": ("watch", "{src}", "/"),
+    "mount": ("mount", "{mnt}"),
 }
 
 
@@ -139,8 +141,13 @@ def trials(folder: Path, name: str, count: int) -> list[Outcome]:
             if name == "push" and n:  # each push after the first has an edit to send
                 files["lib/drivers/bus.py"] += b"# edit\n"
                 (src / "lib/drivers/bus.py").write_bytes(files["lib/drivers/bus.py"])
-            args = [a.format(src=src, out=folder / "out.bin") for a in COMMANDS[name]]
+            mnt = folder / "mnt"
+            mnt.mkdir(exist_ok=True)
+            args = [a.format(src=src, out=folder / "out.bin", mnt=mnt) for a in COMMANDS[name]]
             kill_at(rng, port, *args)
+            if name == "mount":  # a killed FUSE process leaves its mount point behind
+                subprocess.run([shutil.which("fusermount3") or "fusermount", "-uz", str(mnt)],
+                               capture_output=True)
             outcome = Outcome(name, peer_first=n % 2 == 0)
             checks = [("peer", peer_answers), ("ours", ours_answers)]
             for field, check in checks if outcome.peer_first else checks[::-1]:
