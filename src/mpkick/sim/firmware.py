@@ -133,18 +133,9 @@ def _boot():
         real_import = builtins.__import__
         gone = [n for n in names if "." not in n]
 
-        class Small:
-            pass
-
         def smaller(module, prefix):
             left = [n[len(prefix):] for n in names if n.startswith(prefix)]
-            if not left:
-                return None
-            small = Small()
-            for name in dir(module):
-                if name not in left and not name.startswith("__"):
-                    setattr(small, name, getattr(module, name))
-            return small
+            return _module_like(module, left) if left else None
 
         small_os = smaller(os, "os.")
         small_sys = smaller(sys, "sys.")
@@ -177,12 +168,29 @@ def _boot():
         run("main.py")
 
 
+class _Module:
+    pass
+
+
+def _module_like(module, drop=(), **more):
+    # A module-like copy of ``module`` without the names in ``drop`` and with ``more``: how the
+    # firmware gives a board's modules what the unix port's lack (or takes away what an older
+    # firmware has not got). ``import`` returns it once it is in sys.modules.
+    copy = _Module()
+    for name in dir(module):
+        if name not in drop and not name.startswith("__"):
+            setattr(copy, name, getattr(module, name))
+    for name in more:
+        setattr(copy, name, more[name])
+    return copy
+
+
 def _part(name):
     import os
 
     # A part of the firmware in its own file (firmware_NAME.py, its function _NAME), compiled
     # on its own: a small heap (profile=microbit) cannot compile the whole firmware at once.
-    code = {}
+    code = {"_module_like": _module_like}
     with open(os.getenv("MPKICK_SIM_FIRMWARE_DIR") + "/firmware_" + name + ".py") as f:
         exec(f.read(), code)
     return code["_" + name]
@@ -201,4 +209,4 @@ except Exception as _e:
         pass
     sys.print_exception(_e)
     del _e, sys, vfs
-del _boot, _part
+del _boot, _part, _module_like, _Module

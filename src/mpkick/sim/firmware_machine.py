@@ -35,15 +35,7 @@ def _machine(clock_path, serial):
         def init(self, when):
             self.datetime(when)
 
-    class Machine:
-        pass
-
-    m = Machine()
-    for name in dir(machine):
-        if not name.startswith("__"):
-            setattr(m, name, getattr(machine, name))
-    m.RTC = RTC
-    m.__name__ = "machine"
+    m = _module_like(machine, RTC=RTC, __name__="machine")  # noqa: F821 (given by firmware._part)
     if serial:
         uid = binascii.unhexlify(serial)
         m.unique_id = lambda: uid

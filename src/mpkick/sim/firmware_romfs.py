@@ -86,14 +86,6 @@ def _romfs(vfs):
 
     rom = Rom(int(size), mode, path, os.getenv("MPKICK_SIM_ROMFS_ADDR"))
 
-    class Vfs:
-        pass
-
-    mod = Vfs()
-    for name in dir(vfs):
-        if not name.startswith("__"):
-            setattr(mod, name, getattr(vfs, name))
-    mod.__name__ = "vfs"
-    mod.rom_ioctl = rom.ioctl
+    mod = _module_like(vfs, __name__="vfs", rom_ioctl=rom.ioctl)  # noqa: F821 (from firmware._part)
     sys.modules["vfs"] = mod
     return rom
