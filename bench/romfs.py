@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc import write_section
-from run import BIN, settle, tool_env, virtual_board
+from run import BIN, timed, virtual_board
 from workload import Workload, generate
 
 SCENARIOS = ("first", "unchanged", "edit")
@@ -171,17 +169,8 @@ def measure_deploy(work: Workload, workdir: Path, baud: int, reps: int,
                     if scenario == "edit":
                         mods[big] = work.edited
                         (src / big).write_bytes(work.edited)
-                    before = settle(board)
-                    start = time.perf_counter()
-                    proc = subprocess.run(deploy_command(tool, str(link), src),
-                                          capture_output=True, text=True,
-                                          env=tool_env(workdir), timeout=1800, check=False)
-                    seconds = time.perf_counter() - start
-                    after = settle(board)
-                    problem = None
-                    if proc.returncode != 0:
-                        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-                        problem = f"exit status {proc.returncode}: {tail[0][:200]}"
+                    seconds, before, after, problem = timed(
+                        deploy_command(tool, str(link), src), board, workdir, 1800)
                     problem = problem or check(rom_path, mods)
                     m = Deploy(tool, scenario, seconds, after[0] - before[0], problem)
                     log(f"  rep={rep} {tool:<8} {scenario:<9} {seconds:7.2f} s "

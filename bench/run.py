@@ -97,6 +97,23 @@ def virtual_board(image: Path, baud: int, link: Path, options: str = "") -> Iter
             link.unlink()
 
 
+def timed(argv: Sequence[str], board: object, workdir: Path, timeout: float
+          ) -> tuple[float, tuple[int, int], tuple[int, int], str | None]:
+    """Run one tool's command against ``board``: its wall time, the board's byte counters
+    before and after (the link quiet both times), and what went wrong, if it failed."""
+    before = settle(board)
+    start = time.perf_counter()
+    proc = subprocess.run(list(argv), capture_output=True, text=True, env=tool_env(workdir),
+                          timeout=timeout, check=False)
+    seconds = time.perf_counter() - start
+    after = settle(board)
+    problem = None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        problem = f"exit status {proc.returncode}: {tail[0][:200]}"
+    return seconds, before, after, problem
+
+
 def settle(board: object, quiet_for: float = 0.1, limit: float = 3.0) -> tuple[int, int]:
     """Counters once the cable has gone quiet: output a tool left behind still counts as its own."""
     counters = board.counters  # type: ignore[attr-defined]
@@ -168,16 +185,8 @@ def session(tool: str, baud: int, rep: int, work: Workload, workdir: Path,
             if scenario == "edit":
                 work.apply_edit(src)
                 files[work.edit_path] = work.edited
-            before = settle(board)
-            start = time.perf_counter()
-            proc = subprocess.run(command(tool, port, src), capture_output=True, text=True,
-                                  env=tool_env(workdir), timeout=900, check=False)
-            seconds = time.perf_counter() - start
-            after = settle(board)
-            problem = None
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-                problem = f"exit status {proc.returncode}: {tail[0][:200]}"
+            seconds, before, after, problem = timed(command(tool, port, src), board, workdir,
+                                                    900)
             problem = problem or check(image, files)
             m = Measurement(tool, baud, scenario, rep, seconds, after[0] - before[0],
                             after[1] - before[1], problem)
