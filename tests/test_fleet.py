@@ -179,28 +179,35 @@ def pty_board(tmp_path: Path) -> Iterator[Callable[..., tuple[VirtualBoard, str]
         vb.close()
 
 
-def test_ctrl_c_ends_every_board_cleanly_and_each_answers_after(pty_board, tmp_path) -> None:
-    ports = [pty_board(f"c{i}")[1] for i in range(3)]
-    code = "import time\nwhile True:\n print('tick')\n time.sleep(0.05)"
-    proc = subprocess.Popen([sys.executable, "-m", "mpkick", *ports_args(ports), "exec", code],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def ctrl_c_once(args: list[str], watch: str, ready: Callable[[bytes], bool]) -> bytes:
+    """Run ``mpkick ARGS``; once ``ready`` holds for what it printed on ``watch`` (stdout or
+    stderr), send it Ctrl-C. Its stderr, after it exited with 130."""
+    proc = subprocess.Popen([sys.executable, "-m", "mpkick", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
-        ticking: set[str] = set()
+        stream = proc.stdout if watch == "stdout" else proc.stderr
+        assert stream is not None
         seen = b""
         deadline = time.monotonic() + 120
-        while ticking != set(ports):
-            assert time.monotonic() < deadline, f"boards never all ran: {seen[-500:]!r}"
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            if select.select([proc.stdout], [], [], 1)[0]:
-                assert proc.stdout is not None
-                seen += os.read(proc.stdout.fileno(), 65536)
-                ticking = {p for p in ports if f"{p}: tick".encode() in seen}
+        while not ready(seen):
+            assert time.monotonic() < deadline, f"the boards never got going: {seen[-500:]!r}"
+            assert proc.poll() is None, seen
+            if select.select([stream], [], [], 1)[0]:
+                seen += os.read(stream.fileno(), 65536)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
+    return err
+
+
+def test_ctrl_c_ends_every_board_cleanly_and_each_answers_after(pty_board, tmp_path) -> None:
+    ports = [pty_board(f"c{i}")[1] for i in range(3)]
+    code = "import time\nwhile True:\n print('tick')\n time.sleep(0.05)"
+    err = ctrl_c_once([*ports_args(ports), "exec", code], "stdout",
+                      lambda seen: all(f"{p}: tick".encode() in seen for p in ports))
     assert b"interrupted" in err
     for port in ports:  # each board was left at its prompt, ready for the next command
         with Board.connect(port) as board:
@@ -214,23 +221,8 @@ def test_ctrl_c_mid_push_leaves_every_board_answering_with_old_or_new_files(pty_
     big = random.Random(5).randbytes(120_000)  # 10 s at 115200 baud: Ctrl-C lands mid-way
     (src / "big.bin").write_bytes(big)
     ports = [pty_board(f"p{i}", baud=115200)[1] for i in range(2)]
-    proc = subprocess.Popen([sys.executable, "-m", "mpkick", *ports_args(ports), "push",
-                             str(src), "/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        seen = b""
-        deadline = time.monotonic() + 120
-        while not all(f"{p}: 25%".encode() in seen for p in ports):  # a quarter sent
-            assert time.monotonic() < deadline, f"the pushes never got going: {seen[-500:]!r}"
-            assert proc.poll() is None, seen
-            assert proc.stderr is not None
-            if select.select([proc.stderr], [], [], 1)[0]:
-                seen += os.read(proc.stderr.fileno(), 65536)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    ctrl_c_once([*ports_args(ports), "push", str(src), "/"], "stderr",  # a quarter sent
+                lambda seen: all(f"{p}: 25%".encode() in seen for p in ports))
     for port in ports:
         with Board.connect(port) as board:
             assert board.eval("6 * 7") == 42
