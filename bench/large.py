@@ -43,7 +43,7 @@ def subset(work: Workload, every: int) -> Workload:
 
 def heap_peaks(work: Workload, workdir: Path, name: str) -> dict[str, int | None]:
     """The most heap mpkick's agent had in use (collected first) in each scenario."""
-    from mpkick.board import Board
+    from mpkick.board.board import Board
     from mpkick.push import kick
 
     src = workdir / f"peak-src-{name}"
@@ -69,7 +69,7 @@ def board_time(work: Workload, workdir: Path, baud: int) -> tuple[float, dict[st
     the others: its wall time, and where the board's time went (the agent's own accounts)."""
     import time
 
-    from mpkick.board import Board
+    from mpkick.board.board import Board
     from mpkick.push import kick
 
     src = workdir / f"cpu-src-{baud}"

@@ -70,7 +70,7 @@ class Ram:
 
 
 def measure_ram(work: Workload, workdir: Path, heap: str = "1M") -> list[Ram]:
-    from mpkick.board import Board
+    from mpkick.board.board import Board
     from mpkick.push import kick
     from mpkick.romfs.deploy import deploy
     from mpkick.romfs.source import collect
@@ -92,7 +92,7 @@ def measure_ram(work: Workload, workdir: Path, heap: str = "1M") -> list[Ram]:
                 kick(src=src, dest="/lib", target=board, compile=where.endswith(".mpy"))
                 root = "/lib"
             else:
-                from mpkick.compile import Compiler
+                from mpkick.compile.compiler import Compiler
 
                 mpy = board.info().mpy
                 image = collect(src, Compiler.for_board(mpy), board_mpy=mpy).image()

@@ -134,7 +134,7 @@ def check(image: Path, files: Mapping[str, bytes]) -> str | None:
     The image file is read directly (the port writes unbuffered, so a file the tool closed is in
     it): nothing crosses the cable, and the check does not depend on mpkick's board-side code.
     """
-    from mpkick.image import load_image
+    from mpkick.image.target import load_image
 
     target = load_image(str(image), image.read_bytes(), autosave=False)
     have = {e.path.lstrip("/"): e.sha256 for e in target.tree("/", hashes=True)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc import write_section
 from workload import Workload, generate
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.sim.options import parse_url
 from mpkick.sim.webrepl import WebReplServer, serve
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings
 from needs import IN_CI
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 
 # Property tests draw the same examples on every CI run: a red CI is a real failure, never luck.
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 
 MPKICK = [sys.executable, "-m", "mpkick"]
 MPREMOTE = Path(sys.executable).with_name("mpremote")

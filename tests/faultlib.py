@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.errors import MpkickError
-from mpkick.image import open_image
+from mpkick.image.target import open_image
 from mpkick.sim.supervisor import VirtualBoard
 
 META = "/.mpkick"

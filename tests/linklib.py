@@ -18,7 +18,7 @@ from pathlib import Path
 
 from faultlib import flash_files
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.errors import MpkickError
 from mpkick.push import kick
 

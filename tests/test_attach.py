@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mpkick.attach import Attachment, Folder, Server, attached, parse_folders
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import BoardError, InputError
 from mpkick.sim.options import parse_url
@@ -289,7 +289,7 @@ HOST_SCRIPT = """
 import sys
 from pathlib import Path
 from mpkick.attach import Attachment, Folder
-from mpkick.board import Board
+from mpkick.board.board import Board
 board = Board.connect(sys.argv[1])
 s = Attachment(board, [Folder(Path(sys.argv[2]))], timeout=1.5)
 s.start()

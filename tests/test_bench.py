@@ -72,7 +72,7 @@ def test_harness_pushes_with_mpkick_and_checks_the_board(tmp_path: Path) -> None
 
 def test_harness_flags_a_board_that_differs_from_the_source(tmp_path: Path) -> None:
     run = _load("run")
-    from mpkick.image import new_image
+    from mpkick.image.target import new_image
 
     image = tmp_path / "flash.img"
     target = new_image(str(image), 256 * 1024)

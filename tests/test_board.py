@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.errors import BoardError, ConnectError
 from mpkick.sim.options import parse_url
 from mpkick.sim.supervisor import VirtualBoard

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mpkick.cli import main
-from mpkick.compile import (
+from mpkick.compile.compiler import (
     CompileError,
     Compiler,
     SourceSyntaxError,
@@ -17,7 +17,7 @@ from mpkick.compile import (
     should_compile,
     twin,
 )
-from mpkick.mpycross import MpyVersion, installed
+from mpkick.compile.mpycross import MpyVersion, installed
 
 #: ``sys.implementation._mpy`` of a v6.3 board without native code, and of an x64 one (unix port).
 BYTECODE_63 = 6 | 3 << 8

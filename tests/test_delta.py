@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mpkick.board import Board
-from mpkick.delta import DeltaSender, apply_ops, board_id, diff
+from mpkick.board.board import Board
+from mpkick.sync.delta import DeltaSender, apply_ops, board_id, diff
 
 MODULE = ("\n".join(f"def f{i}(x):\n    return x * {i} + {random.Random(i).random()}"
                     for i in range(1500))).encode()[:60000]

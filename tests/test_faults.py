@@ -20,10 +20,10 @@ from typing import TypeVar
 import faultlib
 import pytest
 
-from mpkick.board import Board
-from mpkick.channel import SendSession
+from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import ConnectError, DeviceTimeout, MpkickError
+from mpkick.protocol.channel import SendSession
 from mpkick.sim.options import parse_url
 from mpkick.sim.supervisor import VirtualBoard
 

@@ -20,14 +20,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mpkick import kick
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.cli import main
-from mpkick.devices import Device, list_devices, match_serial
 from mpkick.errors import ConnectError, InputError
-from mpkick.selection import BoardRef, resolve
+from mpkick.fleet.selection import BoardRef, resolve
 from mpkick.sim.options import parse_url
 from mpkick.sim.registry import publish, withdraw
 from mpkick.sim.supervisor import VirtualBoard
+from mpkick.transport.devices import Device, list_devices, match_serial
 
 
 def project(root: Path, seed: int = 14) -> dict[str, bytes]:

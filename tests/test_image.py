@@ -27,7 +27,7 @@ from mpkick.cli import cli, main
 from mpkick.cli.common import open_target
 from mpkick.errors import InputError, NoSpaceError, PortBusy
 from mpkick.ignore import IgnoreRules
-from mpkick.image import (
+from mpkick.image.target import (
     PRESETS,
     ImageTarget,
     build_image,
@@ -246,7 +246,7 @@ def test_every_change_is_saved_to_the_image_file_at_once(tmp_path: Path,
 def test_a_push_writes_the_image_file_once_whatever_the_number_of_files(
         tmp_path: Path, source: tuple[Path, dict[str, bytes]],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import mpkick.image as image_module
+    import mpkick.image.target as image_module
     from mpkick import kick
 
     root, content = source
@@ -553,7 +553,7 @@ def test_every_image_command_has_help_with_an_example() -> None:
 
 def test_the_virtual_board_boots_a_built_image_and_sees_the_same_files(
         tmp_path: Path, source: tuple[Path, dict[str, bytes]]) -> None:
-    import mpkick.board as board_mod
+    import mpkick.board.board as board_mod
     image = tmp_path / "flash.img"
     build_image(source[0], str(image), size=256 * 1024)
     with open_image(str(image)) as target:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import InputError
-from mpkick.image import build_image, detect_geometry, load_image
-from mpkick.imageio import block_device, image_flash, image_pull, plan_flash
+from mpkick.image.flash import block_device, image_flash, image_pull, plan_flash
+from mpkick.image.target import build_image, detect_geometry, load_image
 
 #: A tree with nested folders, a binary file spanning blocks, and empty files (no main.py:
 #: the board must not change its own files while the test looks at them).

@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from lineports import protocol_lines
 from needs import missing
 
-from mpkick.board import Board
-from mpkick.channel import SendSession
+from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import DeviceTimeout, MpkickError, ProtocolError
+from mpkick.protocol.channel import SendSession
+from mpkick.protocol.repl import RawRepl
 from mpkick.push import kick
-from mpkick.repl import RawRepl
 from mpkick.sim.options import SimOptions
 from mpkick.sim.supervisor import VirtualBoard
 from mpkick.transport import Transport

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from needs import missing
 
-from mpkick.board import META
+from mpkick.board.board import META
 from mpkick.mount import MountEvent, mount
 from mpkick.target import Entry, Target, is_within
 
@@ -79,13 +79,13 @@ def make_mem(tmp_path: Path) -> Target:
 def make_image(tmp_path: Path) -> Target:
     import littlefs  # noqa: F401
 
-    import mpkick.image as image
+    import mpkick.image.target as image
     target: Target = image.open_image(str(tmp_path / "fs.img"), create=True)
     return target
 
 
 def make_sim(tmp_path: Path) -> Target:
-    import mpkick.board as board
+    import mpkick.board.board as board
     target: Target = board.Board.connect("sim://" + str(tmp_path / "flash.img"))
     return target
 
@@ -484,7 +484,7 @@ def cli_mount(url: str, mp: Path, cwd: Path, work: Callable[[], object]) -> str:
 def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
     import littlefs  # noqa: F401
 
-    import mpkick.image as image
+    import mpkick.image.target as image
     img = tmp_path / "fs.img"
     image.open_image(str(img), create=True).close()
     mp = tmp_path / "fs"  # the default: the image's name without its extension
@@ -498,7 +498,7 @@ def test_cli_mount_and_umount_an_image(tmp_path: Path) -> None:
 def _mount_image_cli(tmp_path: Path, mp: Path) -> subprocess.Popen[str]:
     import littlefs  # noqa: F401
 
-    import mpkick.image as image
+    import mpkick.image.target as image
     img = tmp_path / "fs.img"
     image.open_image(str(img), create=True).close()
     proc = _cli("-p", f"image:{img}", "mount", str(mp), cwd=tmp_path)
@@ -519,7 +519,7 @@ def test_cli_ctrl_c_unmounts_and_keeps_what_was_saved(tmp_path: Path) -> None:
         unmount(mp)
     assert proc.returncode == 0, out
     assert not os.path.ismount(mp)
-    from mpkick.image import open_image
+    from mpkick.image.target import open_image
 
     with open_image(str(tmp_path / "fs.img")) as t:
         assert t.read("/boot.py") == b"# boot\n"
@@ -555,7 +555,7 @@ def test_cli_refuses_a_folder_that_is_not_empty_and_umount_of_nothing(tmp_path: 
 
 
 def test_cli_mounts_a_virtual_board_and_its_repl_sees_the_files(tmp_path: Path) -> None:
-    import mpkick.board as board
+    import mpkick.board.board as board
     url = "sim://" + str(tmp_path / "flash.img")
     src = project(tmp_path)
     mp = tmp_path / "board"  # the default for a board

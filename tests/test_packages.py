@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from mpkick.cli import main
-from mpkick.compile import CompileError, Compiler, read_header
+from mpkick.compile.compiler import CompileError, Compiler, read_header
 from mpkick.errors import InputError
-from mpkick.fetch import FetchError, fetch
-from mpkick.image import open_image
-from mpkick.packages import install, resolve, rewrite_url, split_version
+from mpkick.image.target import open_image
+from mpkick.packages.fetch import FetchError, fetch
+from mpkick.packages.install import install, resolve, rewrite_url, split_version
 from mpkick.target import Target
 
 MICROPYTHON = Path(sys.executable).parent / "micropython"
@@ -295,7 +295,7 @@ def test_install_command_installs_config_requirements(
 @pytest.fixture
 def board(tmp_path: Path) -> Iterator[Any]:
     """The virtual board (real MicroPython unix port on littlefs flash), once it is built."""
-    import mpkick.board as board_module
+    import mpkick.board.board as board_module
     connected = board_module.Board.connect("sim://" + str(tmp_path / "flash.img"))
     try:
         yield connected
@@ -327,7 +327,7 @@ def test_mpy_for_another_version_is_refused_before_the_board_sees_it(board: Any)
 
 def test_install_command_compiles_for_the_board_it_installs_on(
         served: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import mpkick.board as board_module
+    import mpkick.board.board as board_module
     root, url = served
     make_index(root, url)
     port = "sim://" + str(tmp_path / "flash.img")

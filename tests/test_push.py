@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpkick import kick
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.cli import main
-from mpkick.compile import CompileError
+from mpkick.compile.compiler import CompileError
 from mpkick.errors import InputError, NoSpaceError
 from mpkick.ignore import DEFAULTS, IgnoreRules
-from mpkick.image import open_image
-from mpkick.sync import Result, plan, scan_local
+from mpkick.image.target import open_image
+from mpkick.sync.plan import Result, plan, scan_local
 from mpkick.target import Entry, Target, is_within
 
 

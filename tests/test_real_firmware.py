@@ -16,9 +16,9 @@ import pytest
 from needs import missing
 
 from mpkick import kick
-from mpkick.board import Board
-from mpkick.channel import CAP_FLAGS
+from mpkick.board.board import Board
 from mpkick.cli import main
+from mpkick.protocol.channel import CAP_FLAGS
 from mpkick.sim import qemu
 from mpkick.watch import Event, Pushed, Watcher
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import faultlib
 import pytest
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.cli import main
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import InputError, MpkickError
 from mpkick.romfs import deploy as rom
@@ -153,7 +153,7 @@ def test_a_truncated_or_foreign_image_is_refused() -> None:
 
 
 def test_collect_compiles_for_the_board_and_refuses_foreign_mpy(tmp_path: Path) -> None:
-    from mpkick.compile import CompileError, Compiler
+    from mpkick.compile.compiler import CompileError, Compiler
 
     src = _project(tmp_path / "p", {"lib/a.py": b"A = 1\n", "lib/b.mpy": b"M\x05\x00\x1fjunk"})
     compiler = Compiler.for_board(None)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mpkick.board import Board, OutOfMemory
-from mpkick.image import load_image
+from mpkick.board.board import Board, OutOfMemory
+from mpkick.image.target import load_image
 from mpkick.push import kick
 from mpkick.sim.cpu import CpuBudget
 

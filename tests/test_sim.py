@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.errors import ConnectError, InputError, PortBusy
 from mpkick.sim import supervisor
 from mpkick.sim.options import parse_url
@@ -219,7 +219,7 @@ def test_mpremote_works_against_mpkick_sim(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_killed_supervisor_takes_its_board_down_with_it(tmp_path: Path) -> None:
     """An orphaned board would live on, spinning on a dead pty, long after mpkick was killed."""
-    script = ("import sys, time\nfrom mpkick.board import Board\n"
+    script = ("import sys, time\nfrom mpkick.board.board import Board\n"
               f"b = Board.connect('sim://{tmp_path}/f.img')\n"
               "b.repl.send_code(b'while True:\\n    pass')\n"  # busy, deaf to its pty
               "print(b.transport.board._proc.pid, flush=True)\ntime.sleep(60)\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.watch import Event, Finished, Notice, Output, Pushed, Watcher
 
 LIB = "".join(f"X{i} = {i * 7919 % 10007}  # {i * 104729 % 7907:x}\n" for i in range(500))

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import pytest
 
-from mpkick.board import Board
+from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import ConnectError, InputError
 from mpkick.sim.options import parse_url

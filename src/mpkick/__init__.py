@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "connect", "kick"]
 
 if TYPE_CHECKING:
-    from .board import Board
+    from .board.board import Board
 
 
 def kick(port: str | list[str] = "auto", src: str = ".", dest: str = "/",
@@ -26,6 +26,6 @@ def kick(port: str | list[str] = "auto", src: str = ".", dest: str = "/",
 
 def connect(port: str = "auto", **options: Any) -> Board:
     """A connected board: ``with connect("sim://") as board: board.eval("1+1")``."""
-    from .board import Board
+    from .board.board import Board
 
     return Board.connect(port, **options)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from .board import META
+from .board.board import META
 from .errors import MpkickError, NoSpaceError
 from .target import Entry, Target, is_within
 

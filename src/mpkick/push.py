@@ -12,17 +12,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from .board import OutOfMemory
-from .boardstate import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
-from .channel import file_digest, paced_chunk
+from .board.board import OutOfMemory
 from .errors import InputError, VerifyError
 from .ignore import IgnoreRules
-from .ports import open_target
-from .sync import ApplyProgress, LocalTree, Plan, Result, Transfer, apply, plan, scan_local
+from .open import open_target
+from .protocol.channel import file_digest, paced_chunk
+from .sync.plan import ApplyProgress, LocalTree, Plan, Result, Transfer, apply, plan, scan_local
+from .sync.state import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
 from .target import Target, norm
 
 if TYPE_CHECKING:
-    from .fleet import Events, Outcome
+    from .fleet.parallel import Events, Outcome
 
 
 @overload
@@ -138,8 +138,8 @@ def kick(port: str | Sequence[str] = "auto", src: str | Path = ".", dest: str = 
 
 def _kick_many(ports: Sequence[str], jobs: int | None = None, events: Events | None = None,
                **options: Any) -> list[Outcome[Result]]:
-    from .fleet import run
-    from .selection import resolve
+    from .fleet.parallel import run
+    from .fleet.selection import resolve
 
     refs = resolve(ports)
     if not refs:
@@ -162,7 +162,7 @@ def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bo
     if dry_run:
         return Result(the_plan, unchanged=len(the_plan.of("unchanged")), dry_run=True)
     if transfer is None and record is None and is_board(target):
-        from .delta import DeltaTransfer
+        from .sync.delta import DeltaTransfer
 
         transfer = DeltaTransfer(target)  # type: ignore[arg-type]
     prepare = getattr(transfer, "prepare", None)
@@ -191,7 +191,7 @@ def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,
     """``local`` with its ``.py`` files (but boot.py / main.py) as ``.mpy`` for the target's
     firmware; every file is compiled before anything is sent, so a syntax error stops the push
     with nothing written."""
-    from .compile import Compiler, should_compile, twin
+    from .compile.compiler import Compiler, should_compile, twin
 
     info = getattr(target, "info", None)
     mpy = info().mpy if callable(info) else None
@@ -231,7 +231,7 @@ def split_romfs(local: LocalTree, subtrees: Iterable[str]) -> tuple[LocalTree, L
 def build_rom(rom: LocalTree, target: Target, mpy_cross: str | None,
               log: Callable[[str], None]) -> bytes:
     """The ROMFS image of the chosen subtrees, every .py compiled for the board."""
-    from .compile import Compiler, twin
+    from .compile.compiler import Compiler, twin
     from .romfs.image import build
     from .romfs.source import check_mpy
 

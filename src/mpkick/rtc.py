@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .errors import BoardError, InputError
 
 if TYPE_CHECKING:
-    from .board import Board
+    from .board.board import Board
 
 
 @contextlib.contextmanager

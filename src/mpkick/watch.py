@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .board import Board
-from .boardstate import missing_folders, remote_tree
-from .delta import ContentCache, DeltaTransfer, board_id
+from .board.board import Board
 from .errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
 from .ignore import IgnoreRules
-from .sync import CREATE, DELETE, MKDIR, RMDIR, UPDATE, Plan, apply, plan, scan_local
+from .sync.delta import ContentCache, DeltaTransfer, board_id
+from .sync.plan import CREATE, DELETE, MKDIR, RMDIR, UPDATE, Plan, apply, plan, scan_local
+from .sync.state import missing_folders, remote_tree
 from .target import Entry, norm
 
 #: Errors that mean the link or the board's state is gone, not that the user did something wrong.

@@ -31,7 +31,7 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from ..compile import Compiler
+    from ..compile.compiler import Compiler
 
 
 class Server:
@@ -274,7 +274,7 @@ class Server:
         return path, False
 
     def _compiles(self, rel_py: str) -> bool:
-        from ..compile import should_compile
+        from ..compile.compiler import should_compile
 
         return self.compiler is not None and should_compile(rel_py)
 

@@ -10,15 +10,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import agent
+from ..board import agent
 from ..errors import BoardError, InputError, MpkickError
-from ..repl import SOFT_REBOOT, error_from_traceback
+from ..protocol.repl import SOFT_REBOOT, error_from_traceback
 from .folders import Folder
 from .server import Server
 from .wire import LISTING_INLINE_MAX, MODULE, PRECOMPILE_MAX
 
 if TYPE_CHECKING:
-    from ..board import Board
+    from ..board.board import Board
 
 Stream = Callable[[bytes], None]
 
@@ -42,7 +42,7 @@ class Attachment:
         self._check_board()
         compiler = None
         if compile:
-            from ..compile import Compiler
+            from ..compile.compiler import Compiler
 
             mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', None)")
             compiler = Compiler.for_board(mpy, mpy_cross)
@@ -77,7 +77,7 @@ class Attachment:
     def _precompile(self) -> None:
         """Every module compiled before the board asks: cached by hash, so this is instant
         after the first time, and a board never waits for mpy-cross."""
-        from ..compile import should_compile
+        from ..compile.compiler import should_compile
         from ..ignore import IgnoreRules
 
         assert self.server.compiler is not None
@@ -124,7 +124,7 @@ class Attachment:
         self.attached = True
 
     def _load_module(self) -> None:
-        from ..board import META, _self_installer
+        from ..board.board import META, _self_installer
 
         self.board.load_agent()
         want = agent.version(MODULE)

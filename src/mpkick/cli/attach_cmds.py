@@ -13,7 +13,7 @@ from . import cli, common
 
 if TYPE_CHECKING:
     from ..attach import Attachment
-    from ..board import Board
+    from ..board.board import Board
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -425,7 +425,7 @@ def devices_cmd(as_json: bool, every: bool) -> None:
     """
     import json
 
-    from ..devices import list_devices
+    from ..transport.devices import list_devices
 
     found = list_devices(every)
     if as_json:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from ..board import Board
-    from ..selection import BoardRef
+    from ..board.board import Board
+    from ..fleet.selection import BoardRef
     from ..target import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,7 +42,7 @@ class Options:
     def boards(self) -> list[BoardRef]:
         """Every board the command is for: each ``-p`` (else MPKICK_PORT, else the config's
         ``port``, else ``auto``), with ``all``, names and groups expanded."""
-        from ..selection import resolve
+        from ..fleet.selection import resolve
 
         self.load_settings()
         for line in ("dtr", "rts"):  # the settings' line states, unless --dtr/--rts said
@@ -149,7 +149,7 @@ def webrepl_password(url: str) -> str | None:
 
 def open_target(port: str | None = None) -> Target:
     """The filesystem target the user named: ``image:PATH`` or a board."""
-    from ..ports import open_target as open_url
+    from ..open import open_target as open_url
 
     context = click.get_current_context(silent=True)  # None when called outside a command
     verbose = context.ensure_object(Options).verbose if context is not None else 0
@@ -158,8 +158,8 @@ def open_target(port: str | None = None) -> Target:
 
 def open_board(port: str | None = None) -> Board:
     """A connected ``Board`` for the port the user named."""
-    from ..board import Board
-    from ..ports import IMAGE
+    from ..board.board import Board
+    from ..open import IMAGE
 
     url = port or options().resolved_port()
     if url.startswith(IMAGE):

@@ -13,8 +13,8 @@ from . import cli, fleet_cmds
 from .common import common_options, example, jobs_option, open_board, open_target
 
 if TYPE_CHECKING:
-    from ..board import Board
-    from ..fleet import BoardJob
+    from ..board.board import Board
+    from ..fleet.parallel import BoardJob
 
 FORMAT = "%Y-%m-%d %H:%M:%S"
 

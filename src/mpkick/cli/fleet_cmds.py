@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..fleet import BoardJob, Interrupted, Outcome, failures, run
-from ..selection import BoardRef
+from ..fleet.parallel import BoardJob, Interrupted, Outcome, failures, run
+from ..fleet.selection import BoardRef
 from . import common
 from .fleet_view import LiveTable, PrefixedLines, on_terminal
 
 if TYPE_CHECKING:
-    from ..board import Board
-    from ..sync import Action, Plan, Result
+    from ..board.board import Board
+    from ..sync.plan import Action, Plan, Result
 
 T = TypeVar("T")
 
@@ -71,7 +71,7 @@ def on_boards(refs: list[BoardRef], job: Callable[[BoardJob], T], title: str) ->
 
 
 def connect(job: BoardJob) -> Board:
-    from ..board import Board
+    from ..board.board import Board
 
     job.status("connecting")
     return Board.connect(job.ref.url)
@@ -80,7 +80,7 @@ def connect(job: BoardJob) -> Board:
 def push_many(refs: list[BoardRef], *, run_file: str | None, reset: bool,
               **kick_options: Any) -> None:
     """``push`` on every board: the same tree, each board's own plan."""
-    from ..ports import open_target
+    from ..open import open_target
     from ..push import kick
     from .push_cmds import run_pushed
 
@@ -140,8 +140,8 @@ def reset_many(refs: list[BoardRef], hard: bool) -> None:
 
 def install_many(refs: list[BoardRef], resolve_for: Callable[[int | None], list[Any]]) -> None:
     """``install`` on every board; packages are resolved once per bytecode version."""
-    from ..packages import install
-    from ..ports import open_target
+    from ..open import open_target
+    from ..packages.install import install
 
     lock = threading.Lock()
     resolved: dict[int | None, list[Any]] = {}
@@ -177,7 +177,7 @@ def install_many(refs: list[BoardRef], resolve_for: Callable[[int | None], list[
 def flash_many(refs: list[BoardRef], img: str, yes: bool) -> None:
     """``image flash`` on every board: asked once for all of them, each board checked alone."""
     from ..errors import MpkickError
-    from ..imageio import image_flash, plan_flash
+    from ..image.flash import image_flash, plan_flash
 
     if not Path(img).is_file():
         raise FileNotFoundError(2, "No such file or directory", img)

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from ..fleet import Events, Outcome
-from ..selection import BoardRef
+from ..fleet.parallel import Events, Outcome
+from ..fleet.selection import BoardRef
 
 
 class Lines:

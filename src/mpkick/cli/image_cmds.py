@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _size(text: str) -> int:
-    from ..image import parse_size
+    from ..image.target import parse_size
 
     return parse_size(text)
 
@@ -57,7 +57,7 @@ def build(src: Path, out: str, size: str | None, block_size: int | None,
     """
     from ..errors import InputError
     from ..ignore import IgnoreRules
-    from ..image import PRESETS, READ_SIZE, build_image
+    from ..image.target import PRESETS, READ_SIZE, build_image
 
     geometry = PRESETS.get(preset) if preset else None
     if preset and geometry is None:
@@ -88,7 +88,7 @@ def build(src: Path, out: str, size: str | None, block_size: int | None,
 @click.option("-l", "long", is_flag=True, help="Show size and modification time")
 def ls(img: str, path: str, long: bool) -> None:
     """List the folder PATH (default /) inside image IMG."""
-    from ..image import open_image
+    from ..image.target import open_image
     from ..target import norm
 
     with open_image(img) as target:
@@ -112,7 +112,7 @@ def ls(img: str, path: str, long: bool) -> None:
 @click.argument("path", default="/")
 def tree(img: str, path: str) -> None:
     """Show every folder and file inside image IMG, with sizes."""
-    from ..image import open_image
+    from ..image.target import open_image
     from ..target import norm
 
     with open_image(img) as target:
@@ -131,7 +131,7 @@ def tree(img: str, path: str) -> None:
 @click.argument("path")
 def cat(img: str, path: str) -> None:
     """Write the content of file PATH inside image IMG to standard output, byte for byte."""
-    from ..image import open_image
+    from ..image.target import open_image
 
     with open_image(img) as target:
         data = target.read(path)
@@ -144,7 +144,7 @@ def cat(img: str, path: str) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 def get(img: str, src: str, dest: Path) -> None:
     """Copy file or folder SRC out of image IMG to DEST on this computer."""
-    from ..image import copy_out, open_image
+    from ..image.target import copy_out, open_image
 
     with open_image(img) as target:
         written = copy_out(target, src, dest)
@@ -157,7 +157,7 @@ def get(img: str, src: str, dest: Path) -> None:
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def extract(img: str, folder: Path) -> None:
     """Copy every file of image IMG into FOLDER, keeping folders and modification times."""
-    from ..image import copy_out, open_image
+    from ..image.target import copy_out, open_image
 
     with open_image(img) as target:
         written = copy_out(target, "/", folder)
@@ -169,7 +169,7 @@ def extract(img: str, folder: Path) -> None:
 @click.argument("img")
 def df(img: str) -> None:
     """Show the total, used and free space of image IMG."""
-    from ..image import open_image
+    from ..image.target import open_image
 
     with open_image(img) as target:
         usage = target.usage()
@@ -182,7 +182,7 @@ def df(img: str) -> None:
 @click.argument("img")
 def info(img: str) -> None:
     """Show the geometry of image IMG: block size and count, littlefs version, space."""
-    from ..image import image_info, open_image
+    from ..image.target import image_info, open_image
 
     with open_image(img) as target:
         facts = image_info(target)
@@ -232,7 +232,7 @@ def pull(out: str) -> None:
     only when the hash matches. Inspect the result with the other image commands, push to it
     with -p image:IMG, or write it back with image flash.
     """
-    from ..imageio import block_device, image_pull
+    from ..image.flash import block_device, image_pull
 
     with common.open_board() as board:
         device = block_device(board)
@@ -262,7 +262,7 @@ def flash(img: str, yes: bool) -> None:
     filesystem and soft-resets. Keep a copy first with image pull.
     """
     from ..errors import MpkickError
-    from ..imageio import image_flash, plan_flash
+    from ..image.flash import image_flash, plan_flash
     from .fleet_cmds import flash_many, many
 
     refs = many()

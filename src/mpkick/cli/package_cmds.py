@@ -71,8 +71,8 @@ def install_cmd(packages: tuple[str, ...], index: str | None, target_dir: str | 
 
     With no PACKAGES, installs the `requirements` listed in the project's config.
     """
-    from ..compile import Compiler
-    from ..packages import DEFAULT_INDEX, Item, install, resolve
+    from ..compile.compiler import Compiler
+    from ..packages.install import DEFAULT_INDEX, Item, install, resolve
 
     opts = common.options()
     opts.load_settings()
@@ -140,7 +140,7 @@ mpkick compile lib/util.py --mpy 6.3
 def compile_cmd(sources: tuple[Path, ...], output: Path | None, mpy: str | None,
                 mpy_cross: str | None, exclude: tuple[str, ...]) -> None:
     """Compile .py files to .mpy on the host; no board needed."""
-    from ..compile import DEFAULT_EXCLUDE, Compiler, should_compile
+    from ..compile.compiler import DEFAULT_EXCLUDE, Compiler, should_compile
 
     opts = common.options()
     compiler = Compiler.for_board(parse_mpy(mpy), mpy_cross)

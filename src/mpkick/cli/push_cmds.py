@@ -12,8 +12,8 @@ import click
 from . import cli, common
 
 if TYPE_CHECKING:
-    from ..board import Board
-    from ..sync import Action, Plan, Result
+    from ..board.board import Board
+    from ..sync.plan import Action, Plan, Result
 
 
 def _settings_src(settings: dict[str, Any], project: Path | None) -> str:
@@ -147,7 +147,7 @@ def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bo
     SRC and DEST default to `src` and `dest` in mpkick.toml / [tool.mpkick], else `.` and `/`.
     .gitignore and .mpkickignore rules (and caches, editor files) are left on the host.
     """
-    from ..ports import open_target
+    from ..open import open_target
     from ..push import kick
 
     opts = common.options()

@@ -16,11 +16,11 @@ from . import cli, common, fleet_cmds
 from .common import common_options, human
 
 if TYPE_CHECKING:
-    from ..board import Board
-    from ..compile import Compiler
-    from ..fleet import BoardJob
+    from ..board.board import Board
+    from ..compile.compiler import Compiler
+    from ..fleet.parallel import BoardJob
+    from ..fleet.selection import BoardRef
     from ..romfs.source import RomTree
-    from ..selection import BoardRef
 
 
 @cli.group("romfs")
@@ -84,8 +84,8 @@ def build_cmd(src: Path, out: str, compile_: bool, mpy: str | None, mpy_cross: s
     Every .py is compiled to .mpy by the mpy-cross that matches the board; a .mpy already in
     SRC must match it too. Ignore rules are push's.
     """
-    from ..compile import Compiler
-    from ..image import save_file
+    from ..compile.compiler import Compiler
+    from ..image.target import save_file
     from .package_cmds import parse_mpy
 
     board_mpy = parse_mpy(mpy)
@@ -136,7 +136,7 @@ def _deploy_source(board: Board, src: Path, compile_: bool, mpy_cross: str | Non
     """The image to deploy and a name for it: an image file as it is, a folder built."""
     if src.is_file():
         return src.read_bytes(), str(src)
-    from ..compile import Compiler
+    from ..compile.compiler import Compiler
 
     mpy = board.info().mpy
     compiler = Compiler.for_board(mpy, mpy_cross) if compile_ else None

@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..board import Board, _literal
+from ..board.board import Board, _literal
 from ..errors import InputError, MpkickError
 from . import image as romimage
 from .source import check_mpy
@@ -205,7 +205,7 @@ def mount(board: Board) -> bool:
 
 def read_image(board: Board, rid: int = 0) -> bytes:
     """The live image of partition ``rid`` (``InputError`` when it holds none)."""
-    from ..channel import receive_frames
+    from ..protocol.channel import receive_frames
 
     part = partition(board, rid)
     length = part.image_length

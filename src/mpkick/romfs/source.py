@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..compile import CompileError, Compiler, read_header, twin
+from ..compile.compiler import CompileError, Compiler, read_header, twin
+from ..compile.mpycross import MpyVersion
 from ..errors import InputError
 from ..ignore import IgnoreRules
-from ..mpycross import MpyVersion
 from . import image as romimage
 
 

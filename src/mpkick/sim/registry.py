@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..devices import Device
+    from ..transport.devices import Device
 
 MANUFACTURER = "mpkick"
 PRODUCT = "virtual board (MicroPython unix port)"
@@ -67,7 +67,7 @@ def withdraw(entry: Path) -> None:
 
 def published() -> list[Device]:
     """The virtual boards being served now, by serial number."""
-    from ..devices import Device
+    from ..transport.devices import Device
 
     where = folder()
     if not where.is_dir():

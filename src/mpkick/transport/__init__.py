@@ -34,7 +34,7 @@ def open_transport(url: str, baudrate: int = 115200, password: str | None = None
     from .serialport import SerialTransport, auto_port
 
     if url.startswith("id:"):  # looked up now, so a board that re-enumerated is still found
-        from ..devices import ID, find_serial
+        from .devices import ID, find_serial
 
         url = find_serial(url[len(ID):], wait=ID_WAIT).port
 

@@ -14,8 +14,8 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from . import cache
-from .target import Entry
+from ..target import Entry
+from . import cachedir
 
 KEEP = 200  # listings kept; the oldest go first
 
@@ -33,7 +33,7 @@ def digest(entries: Iterable[Entry]) -> str:
 
 def load(key: str) -> list[Entry] | None:
     """The listing stored under ``key``, or None; checked against its digest before use."""
-    raw = cache.load(cache.cache_dir("trees") / f"{key}.json")
+    raw = cachedir.load(cachedir.cache_dir("trees") / f"{key}.json")
     if raw is None:
         return None
     try:
@@ -46,8 +46,8 @@ def load(key: str) -> list[Entry] | None:
 def store(entries: list[Entry]) -> str:
     """Remember ``entries`` under their digest; returns the digest."""
     key = digest(entries)
-    folder = cache.cache_dir("trees")
-    cache.store(folder / f"{key}.json", json.dumps([list(e) for e in entries]).encode())
+    folder = cachedir.cache_dir("trees")
+    cachedir.store(folder / f"{key}.json", json.dumps([list(e) for e in entries]).encode())
     known = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
     for old in known[:-KEEP]:
         old.unlink(missing_ok=True)

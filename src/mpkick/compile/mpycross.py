@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import cache_dir
-from .errors import MpkickError
+from ..errors import MpkickError
+from ..memory.cachedir import cache_dir
 
 #: Native architectures by the number ``sys.implementation._mpy >> 10`` and .mpy headers use.
 ARCHES: tuple[str | None, ...] = (

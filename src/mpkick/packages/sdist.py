@@ -15,7 +15,7 @@ import tarfile
 import zipfile
 from email.parser import HeaderParser
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Folders at the top of a source tree that are not part of what gets imported.
 _NOT_SHIPPED = {"tests", "test", "examples", "example", "docs", "doc", "benchmarks"}

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cache
+from ..memory import cachedir
 from .mpycross import CompileError, MpyCross, MpyVersion, choose, identify, installed
 
 __all__ = ["CompileError", "Compiler", "SourceSyntaxError", "read_header", "should_compile",
@@ -119,14 +119,14 @@ class Compiler:
         key = hashlib.sha256(json.dumps([
             hashlib.sha256(source).hexdigest(), self.tool.identity, self.flags, rel_path,
         ]).encode()).hexdigest()
-        slot = cache.cache_dir("mpy") / key[:2] / f"{key}.mpy"
-        cached = cache.load(slot)
+        slot = cachedir.cache_dir("mpy") / key[:2] / f"{key}.mpy"
+        cached = cachedir.load(slot)
         if cached is not None and self._fits(cached):
             self.hits += 1
             return cached
         data = self._run(source, rel_path, origin or rel_path)
         self._check(data, origin or rel_path)
-        cache.store(slot, data)
+        cachedir.store(slot, data)
         return data
 
     def _run(self, source: bytes, rel_path: str, origin: str) -> bytes:

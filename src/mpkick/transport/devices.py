@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import ConnectError, InputError
+from ..errors import ConnectError, InputError
 
 ID = "id:"
 
@@ -52,7 +52,7 @@ def usb_devices(every: bool = False) -> list[Device]:
     ``every``."""
     from serial.tools import list_ports
 
-    from .transport.serialport import describe_usb
+    from .serialport import describe_usb
 
     found = []
     for port in sorted(list_ports.comports(), key=lambda p: p.device):
@@ -65,7 +65,7 @@ def usb_devices(every: bool = False) -> list[Device]:
 
 def list_devices(every: bool = False) -> list[Device]:
     """Every board the host can see: USB ports, then published virtual boards."""
-    from .sim.registry import published
+    from ..sim.registry import published
 
     return usb_devices(every) + published()
 

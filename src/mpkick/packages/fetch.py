@@ -12,8 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import __version__, cache
-from .errors import MpkickError
+from .. import __version__
+from ..errors import MpkickError
+from ..memory import cachedir
 
 TIMEOUT = 30.0
 
@@ -28,12 +29,12 @@ class NotFound(FetchError):
 
 def _slot(url: str) -> Path:
     key = hashlib.sha256(url.encode()).hexdigest()
-    return cache.cache_dir("fetch") / key[:2] / key
+    return cachedir.cache_dir("fetch") / key[:2] / key
 
 
 def cached(url: str) -> bytes | None:
     """The cached bytes of ``url``, if it was fetched before."""
-    return cache.load(_slot(url))
+    return cachedir.load(_slot(url))
 
 
 def fetch(url: str, *, refresh: bool = True, timeout: float = TIMEOUT) -> bytes:
@@ -60,7 +61,7 @@ def fetch(url: str, *, refresh: bool = True, timeout: float = TIMEOUT) -> bytes:
         return _offline(url, f"cannot reach the server ({reason})", exc)
     except ValueError as exc:
         raise FetchError(f"{url} is not a URL mpkick can fetch: {exc}") from exc
-    cache.store(_slot(url), data)
+    cachedir.store(_slot(url), data)
     return data
 
 

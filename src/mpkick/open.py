@@ -16,9 +16,9 @@ def open_target(url: str, verbose: int = 0,
                 log: Callable[[str], None] | None = None) -> Target:
     """The filesystem target ``url`` names, opened (a board is connected and interrupted)."""
     if url.startswith(IMAGE):
-        from .image import open_image
+        from .image.target import open_image
 
         return open_image(url[len(IMAGE):])
-    from .board import Board
+    from .board.board import Board
 
     return Board.connect(url, verbose=verbose, log=log)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import describe
+from ..errors import describe
 from .selection import BoardRef
 
 T = TypeVar("T")

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .compile import Compiler, should_compile, twin
-from .errors import InputError
+from ..compile.compiler import Compiler, should_compile, twin
+from ..errors import InputError
+from ..target import Target, makedirs, norm
 from .fetch import NotFound, fetch
 from .sdist import read_sdist
-from .target import Target, makedirs, norm
 
 DEFAULT_INDEX = "https://micropython.org/pi/v2"
 DEFAULT_PYPI = "https://pypi.org/pypi"

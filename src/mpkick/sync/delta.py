@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache import cache_dir, load, store
+from ..memory.cachedir import cache_dir, load, store
 
 if TYPE_CHECKING:
-    from .board import Board
-    from .channel import SendSession
-    from .sync import Action, LocalFile, Plan, Writer
-    from .target import Progress
+    from ..board.board import Board
+    from ..protocol.channel import SendSession
+    from ..target import Progress
+    from .plan import Action, LocalFile, Plan, Writer
 
 #: A copy of ``(offset, length)`` bytes from the board's old copy, or literal bytes.
 Op = tuple[int, int] | bytes
@@ -392,7 +392,7 @@ class DeltaTransfer:
 
     def __call__(self, writer: Writer, action: Action, file: LocalFile,
                  progress: Progress) -> None:
-        from .channel import SendSession
+        from ..protocol.channel import SendSession
 
         if self.sender is None or not isinstance(writer, SendSession):
             writer.put(action.path, file.data, progress)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from .devices import ID, Device, list_devices
-from .errors import InputError
+from ..errors import InputError
+from ..transport.devices import ID, Device, list_devices
 
 ALL = "all"
 

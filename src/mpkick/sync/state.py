@@ -17,9 +17,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .channel import file_digest
-from .errors import InputError
-from .target import Entry, Target, norm
+from ..errors import InputError
+from ..protocol.channel import file_digest
+from ..target import Entry, Target, norm
 
 
 def is_board(target: Target) -> bool:
@@ -42,12 +42,12 @@ class HostRecord:
     """What this host pushed to one board, kept in the user cache (per board identity)."""
 
     def __init__(self, key: str) -> None:
-        from . import cache
+        from ..memory import cachedir
 
         name = hashlib.sha256(key.encode()).hexdigest()[:32]
-        self.path = cache.cache_dir("pushed") / f"{name}.json"
+        self.path = cachedir.cache_dir("pushed") / f"{name}.json"
         self.key = key
-        loaded = cache.load(self.path)
+        loaded = cachedir.load(self.path)
         try:
             data = json.loads(loaded) if loaded else {}
         except ValueError:
@@ -71,14 +71,14 @@ class HostRecord:
     def update(self, entries: Iterable[Entry], pushed: dict[str, tuple[int, str, str]]) -> None:
         """Keep what ``entries`` (the board after a push, weak sums) still agree with, plus
         ``pushed`` (path -> size, weak sum, sha256), and save."""
-        from . import cache
+        from ..memory import cachedir
 
         now = {e.path: e for e in entries if not e.is_dir}
         files = {p: v for p, v in self.files.items() if p in now
                  and [now[p].size, now[p].sha256] == v[:2]}
         files.update({p: list(v) for p, v in pushed.items()})
         self.files = files
-        cache.store(self.path, json.dumps({"key": self.key, "files": files}).encode())
+        cachedir.store(self.path, json.dumps({"key": self.key, "files": files}).encode())
 
 
 def remote_tree(target: Target, dest: str, record: HostRecord | None = None) -> list[Entry]:

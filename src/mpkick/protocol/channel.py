@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BoardError, ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
+from ..errors import BoardError, ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
 from .repl import RawRepl
 
 SYNC = 0xA5

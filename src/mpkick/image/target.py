@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import InputError, NoSpaceError, PortBusy, os_error
-from .ignore import IgnoreRules
-from .target import Entry, Progress, Target, Usage, norm
+from ..errors import InputError, NoSpaceError, PortBusy, os_error
+from ..ignore import IgnoreRules
+from ..target import Entry, Progress, Target, Usage, norm
 
 if TYPE_CHECKING:
     from littlefs import LittleFS

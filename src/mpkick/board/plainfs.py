@@ -16,11 +16,11 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import BoardError, InputError, ProtocolError
+from ..protocol.channel import Caps, Stats, file_digest
+from ..protocol.repl import RawRepl
+from ..target import Entry, norm
 from . import agent
-from .channel import Caps, Stats, file_digest
-from .errors import BoardError, InputError, ProtocolError
-from .repl import RawRepl
-from .target import Entry, norm
 
 PLAIN = "mpkick_plain"
 #: Bytes per ``mk_rd`` literal: small enough for the firmware to print from a 9 kB heap.
