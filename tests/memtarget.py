@@ -12,10 +12,10 @@ import threading
 import time
 
 from mpkick.errors import DeviceTimeout, os_error
-from mpkick.target import Entry, Progress, Usage, is_within, norm
+from mpkick.target import Entry, LocalTarget, Progress, Usage, is_within, norm
 
 
-class MemTarget:
+class MemTarget(LocalTarget):
     """Files and folders in memory. ``calls`` counts exchanges, as a serial link would cost them."""
 
     def __init__(self, total: int = 1 << 20) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mpkick.board.board import Board
-from mpkick.sync.delta import DeltaSender, apply_ops, board_id, diff
+from mpkick.sync.delta import DeltaSender, apply_ops, diff
 
 MODULE = ("\n".join(f"def f{i}(x):\n    return x * {i} + {random.Random(i).random()}"
                     for i in range(1500))).encode()[:60000]
@@ -145,8 +145,8 @@ def test_a_manifest_that_lies_costs_one_retry_not_a_stuck_push(board: Board,
 
 
 def test_board_id_is_stable(board: Board) -> None:
-    first = board_id(board)
-    assert first and board_id(board) == first
+    first = board.identity()
+    assert first and board.identity() == first
 
 
 def test_diff_round_trips_random_edits() -> None:

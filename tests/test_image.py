@@ -27,15 +27,9 @@ from mpkick.cli import cli, main
 from mpkick.cli.common import open_target
 from mpkick.errors import InputError, NoSpaceError, PortBusy
 from mpkick.ignore import IgnoreRules
-from mpkick.image.target import (
-    PRESETS,
-    ImageTarget,
-    build_image,
-    detect_geometry,
-    new_image,
-    open_image,
-    parse_size,
-)
+from mpkick.image.build import build_image
+from mpkick.image.geometry import PRESETS, detect_geometry, parse_size
+from mpkick.image.target import ImageTarget, new_image, open_image
 from mpkick.target import Target, makedirs, remove_tree
 
 MICROPYTHON = shutil.which("micropython", path=str(Path(sys.executable).parent)) or shutil.which(

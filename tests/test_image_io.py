@@ -15,8 +15,10 @@ import pytest
 from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import InputError
+from mpkick.image.build import build_image
 from mpkick.image.flash import block_device, image_flash, image_pull, plan_flash
-from mpkick.image.target import build_image, detect_geometry, load_image
+from mpkick.image.geometry import detect_geometry
+from mpkick.image.target import load_image
 
 #: A tree with nested folders, a binary file spanning blocks, and empty files (no main.py:
 #: the board must not change its own files while the test looks at them).

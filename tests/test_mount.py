@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 from needs import missing
 
-from mpkick.board.board import META
 from mpkick.mount import MountEvent, mount
-from mpkick.target import Entry, Target, is_within
+from mpkick.target import META, Entry, Target, is_within
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memtarget import MemTarget

@@ -22,7 +22,7 @@ from mpkick.compile.compiler import CompileError, Compiler, read_header
 from mpkick.errors import InputError
 from mpkick.image.target import open_image
 from mpkick.packages.fetch import FetchError, fetch
-from mpkick.packages.install import install, resolve, rewrite_url, split_version
+from mpkick.packages.install import Item, install, resolve, rewrite_url, split_version
 from mpkick.target import Target
 
 MICROPYTHON = Path(sys.executable).parent / "micropython"
@@ -336,3 +336,23 @@ def test_install_command_compiles_for_the_board_it_installs_on(
     with board_module.Board.connect(port) as connected:
         out = connected.exec("import greet; print(greet.hello('cli'), greet.__file__)")
     assert out.split() == [b"HELLO", b"CLI!", b"/lib/greet/__init__.mpy"]
+
+
+def test_installing_again_sends_nothing_and_a_full_board_is_refused_first(
+        served: tuple[Path, str], tmp_path: Path) -> None:
+    """Install goes through push's plan: same bytes are not sent again, and a set of files
+    that cannot fit is refused before anything is written."""
+    from mpkick.errors import NoSpaceError
+
+    root, url = served
+    make_index(root, url)
+    items = resolve(["greet"], index=url)
+    with open_image(str(tmp_path / "fs.img"), create=True) as target:
+        assert len(install(target, items).written) == 3
+        again = install(target, items)
+        assert again.written == [] and sorted(again.unchanged) == sorted(i.path for i in items)
+    with open_image(str(tmp_path / "small.img"), create=True, size=64 * 1024) as small:
+        big = [Item("/lib/big.bin", bytes(200 * 1024), "big"), *items]
+        with pytest.raises(NoSpaceError):
+            install(small, big)
+        assert small.tree("/") == []

@@ -22,7 +22,9 @@ from mpkick.compile.compiler import CompileError
 from mpkick.errors import InputError, NoSpaceError
 from mpkick.ignore import DEFAULTS, IgnoreRules
 from mpkick.image.target import open_image
-from mpkick.sync.plan import Result, plan, scan_local
+from mpkick.sync.apply import Result
+from mpkick.sync.plan import plan
+from mpkick.sync.scan import scan_local
 from mpkick.target import Entry, Target, is_within
 
 

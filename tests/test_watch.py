@@ -101,8 +101,8 @@ def test_a_saved_file_is_pushed_and_a_swap_file_is_not(running: Running, project
     assert push.wire_bytes < 300
     time.sleep(0.3)  # let a late event for the swap file arrive, if one were coming
     assert len(running.pushed()) == 2
-    names = {e.path for e in running.watcher.model}
-    assert "/.lib.py.swp" not in names and "/4913" not in names
+    sent = {path for p in running.pushed() for path in p.written}
+    assert "/.lib.py.swp" not in sent and "/4913" not in sent
 
 
 @pytest.mark.parametrize("running", [{"delete": True}], indirect=True)
@@ -113,7 +113,7 @@ def test_a_deleted_file_is_deleted_with_delete(running: Running, project: Path) 
 
 
 def test_watching_survives_a_board_reboot(running: Running, project: Path) -> None:
-    board = running.watcher.board
+    board = running.watcher.target
     assert board is not None
     board.transport.board.power_cut()  # type: ignore[attr-defined]
     time.sleep(0.5)
@@ -175,3 +175,36 @@ def test_ctrl_c_leaves_cleanly(project: Path, tmp_path: Path) -> None:
                 proc.kill()
     text = err.read_text()
     assert "stopped watching" in text and "Traceback" not in text
+
+
+def test_watch_keeps_an_image_file_in_step_the_way_push_does(project: Path,
+                                                             tmp_path: Path) -> None:
+    """Watch is push on every save, on any target: an image file too, through the same plan."""
+    from mpkick.image.target import open_image
+
+    img = tmp_path / "fs.img"
+    open_image(str(img), create=True).close()
+    run = Running(Watcher(f"image:{img}", project, "/app"))
+    run.thread.start()
+    assert run.watcher.ready.wait(30)
+    try:
+        assert sorted(run.pushed()[0].written) == ["/app/lib.py", "/app/main.py"]
+        save(project / "main.py", "print('saved')\n")
+        run.wait(count_pushes(2))
+    finally:
+        run.watcher.stop.set()
+        run.thread.join(10)
+    with open_image(str(img)) as target:
+        assert target.read("/app/main.py") == b"print('saved')\n"
+        assert target.read("/app/lib.py") == LIB.encode()
+
+
+def test_watch_with_run_on_a_target_that_runs_no_code_says_so(project: Path,
+                                                              tmp_path: Path) -> None:
+    from mpkick.errors import InputError
+    from mpkick.image.target import open_image
+
+    img = tmp_path / "fs.img"
+    open_image(str(img), create=True).close()
+    with pytest.raises(InputError, match="does not run code"):
+        Watcher(f"image:{img}", project, "/", run="main.py").run()

@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from .board.board import META
 from .errors import MpkickError, NoSpaceError
-from .target import Entry, Target, is_within
+from .target import META, Entry, Target, is_within
 
 #: How long a tree listing is trusted before the target is asked again. Long enough that one
 #: ``ls -l`` or one editor save costs one exchange, short enough that changes made on the board

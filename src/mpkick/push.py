@@ -10,18 +10,22 @@ import errno
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from .board.board import OutOfMemory
 from .errors import InputError, VerifyError
 from .ignore import IgnoreRules
+from .memory.record import HostRecord
 from .open import open_target
-from .protocol.channel import file_digest, paced_chunk
-from .sync.plan import ApplyProgress, LocalTree, Plan, Result, Transfer, apply, plan, scan_local
-from .sync.state import HostRecord, is_board, missing_folders, remote_tree, verify_weak, weak_board
+from .protocol.channel import file_digest
+from .sync.apply import ApplyProgress, Result, Transfer, apply
+from .sync.plan import Plan, plan
+from .sync.scan import LocalTree, scan_local
+from .sync.state import missing_folders, remote_tree, verify_weak
 from .target import Target, norm
 
 if TYPE_CHECKING:
+    from .board.board import Board
     from .fleet.parallel import Events, Outcome
 
 
@@ -95,37 +99,11 @@ def kick(port: str | Sequence[str] = "auto", src: str | Path = ".", dest: str = 
         rom_image = build_rom(rom_tree, target, mpy_cross, say) if rom_tree is not None else None
         if compile:
             local = compile_tree(local, target, mpy_cross, say)
-        notes = transfer_notes(target)
+        notes = target.notes()
         for note in notes:
             say(note)
-        verified = False
-        floor = 0
-        while True:
-            try:
-                result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan)
-                break
-            except VerifyError as exc:
-                if verified:
-                    raise
-                verified = True
-                say(f"{exc.filename}: the board's copy was not what its listing said (changed "
-                    "on the board?); listing the board again and pushing again")
-            except OutOfMemory:
-                if floor >= FLOOR_TRIES:
-                    raise
-                floor += 1  # a listing or a merge that found the heap in pieces: once more
-                say("the board ran out of RAM listing its files; asking again")
-            except OSError as exc:
-                step = _squeeze(target, exc)
-                if step is None and exc.errno == errno.ENOMEM and floor < FLOOR_TRIES:
-                    # The smallest frames already: a fresh session starts on a heap without
-                    # the last one's garbage, and the files done so far are not sent again.
-                    floor += 1
-                    step = "the smallest frames again, for the files still to send"
-                if step is None:
-                    raise
-                say(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
-                    f"with {step} (slower)")
+        result = sync(target, local, dest, delete=delete, dry_run=dry_run, progress=progress,
+                      transfer=transfer, on_plan=on_plan, log=say)
         result.notes = notes
         if rom_image is not None and rom_tree is not None:
             result.notes += push_rom(target, rom_image, rom_tree, dry_run, say)
@@ -134,6 +112,45 @@ def kick(port: str | Sequence[str] = "auto", src: str | Path = ".", dest: str = 
     finally:
         if own:
             target.close()
+
+
+def sync(target: Target, local: LocalTree, dest: str, *, delete: bool = False,
+         dry_run: bool = False, progress: ApplyProgress | None = None,
+         transfer: Transfer | None = None, on_plan: Callable[[Plan], None] | None = None,
+         log: Callable[[str], None] = lambda _msg: None) -> Result:
+    """Make ``dest`` on an open target hold ``local``: list, plan, apply, verify, and try
+    again where a board ran out of RAM or its listing was stale. What ``kick``, ``watch``
+    and ``install`` all push through."""
+    say = log
+    verified = False
+    floor = 0
+    while True:
+        try:
+            result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan)
+            break
+        except VerifyError as exc:
+            if verified:
+                raise
+            verified = True
+            say(f"{exc.filename}: the board's copy was not what its listing said (changed "
+                "on the board?); listing the board again and pushing again")
+        except OutOfMemory:
+            if floor >= FLOOR_TRIES:
+                raise
+            floor += 1  # a listing or a merge that found the heap in pieces: once more
+            say("the board ran out of RAM listing its files; asking again")
+        except OSError as exc:
+            step = target.relieve(exc)
+            if step is None and exc.errno == errno.ENOMEM and floor < FLOOR_TRIES:
+                # The smallest frames already: a fresh session starts on a heap without
+                # the last one's garbage, and the files done so far are not sent again.
+                floor += 1
+                step = "the smallest frames again, for the files still to send"
+            if step is None:
+                raise
+            say(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
+                f"with {step} (slower)")
+    return result
 
 
 def _kick_many(ports: Sequence[str], jobs: int | None = None, events: Events | None = None,
@@ -151,24 +168,25 @@ def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bo
           progress: ApplyProgress | None, transfer: Transfer | None,
           on_plan: Callable[[Plan], None] | None) -> Result:
     """List the target, plan, and (unless ``dry_run``) apply: one attempt of ``kick``."""
+    features = target.features
     missing = missing_folders(target, dest)
-    record = HostRecord.for_board(target) if weak_board(target) else None
+    record = None if features.strong_hashes else HostRecord(target.identity())
     remote = remote_tree(target, dest, record) if not missing else []
-    if missing and hasattr(target, "expect_empty"):
-        target.expect_empty(dest)
     the_plan = plan(local, remote, dest, delete, create_dest=missing)
     if on_plan is not None:
         on_plan(the_plan)
     if dry_run:
         return Result(the_plan, unchanged=len(the_plan.of("unchanged")), dry_run=True)
-    if transfer is None and record is None and is_board(target):
+    delta = None
+    if transfer is None and features.delta:
         from .sync.delta import DeltaTransfer
 
-        transfer = DeltaTransfer(target)  # type: ignore[arg-type]
-    prepare = getattr(transfer, "prepare", None)
-    if callable(prepare):
-        prepare(the_plan)  # a delta asks the board for block signatures, all in one go
+        delta = DeltaTransfer(target)
+        delta.prepare(the_plan)  # block signatures, all in one go, before the writer opens
+        transfer = delta
     result = apply(target, the_plan, progress, transfer)
+    if delta is not None and delta.sender is not None:
+        result.modes = dict(delta.sender.stats.files)
     if record is not None and not the_plan.empty:
         _verify_and_record(target, record, local, the_plan)
     return result
@@ -178,14 +196,6 @@ def _sync(target: Target, local: LocalTree, dest: str, delete: bool, dry_run: bo
 FLOOR_TRIES = 4
 
 
-def _squeeze(target: Target, exc: OSError) -> str | None:
-    """After the board ran out of RAM (ENOMEM) in a session: the smaller frames and window
-    the next try takes, or None when there is nothing left to give up (or no RAM ran out)."""
-    if exc.errno != errno.ENOMEM or not is_board(target):
-        return None
-    return target.caps.squeezed()  # type: ignore[attr-defined, no-any-return]
-
-
 def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,
                  log: Callable[[str], None]) -> LocalTree:
     """``local`` with its ``.py`` files (but boot.py / main.py) as ``.mpy`` for the target's
@@ -193,8 +203,8 @@ def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,
     with nothing written."""
     from .compile.compiler import Compiler, should_compile, twin
 
-    info = getattr(target, "info", None)
-    mpy = info().mpy if callable(info) else None
+    runner = target.runner()
+    mpy = runner.info().mpy if runner is not None else None
     compiler = Compiler.for_board(mpy, mpy_cross)
     out = LocalTree(local.root, dirs=list(local.dirs), skipped=list(local.skipped))
     for rel, file in local.files.items():
@@ -235,10 +245,10 @@ def build_rom(rom: LocalTree, target: Target, mpy_cross: str | None,
     from .romfs.image import build
     from .romfs.source import check_mpy
 
-    info = getattr(target, "info", None)
-    if not callable(info):
+    runner = target.runner()
+    if runner is None:
         raise InputError("--romfs needs a board: an image file has no ROM partition")
-    mpy = info().mpy
+    mpy = runner.info().mpy
     compiler = Compiler.for_board(mpy, mpy_cross)
     files: dict[str, bytes] = {}
     for rel, file in rom.files.items():
@@ -253,10 +263,16 @@ def build_rom(rom: LocalTree, target: Target, mpy_cross: str | None,
     return build(files, rom.dirs)
 
 
-def push_rom(board: Any, image: bytes, rom: LocalTree, dry_run: bool,
+def push_rom(target: Target, image: bytes, rom: LocalTree, dry_run: bool,
              log: Callable[[str], None]) -> list[str]:
-    """Deploy the ROM part of a push (or, dry, say what it would write); the notes to show."""
+    """Deploy the ROM part of a push (or, dry, say what it would write); the notes to show.
+
+    ``build_rom`` has made sure the target runs code; a ROM partition is reached through the
+    board's own protocol, so the runner is the Board (the only code runner there is).
+    """
     from .romfs import deploy as romdeploy
+
+    board = cast("Board", target.runner())
 
     part = romdeploy.partition(board)
     if dry_run:
@@ -276,60 +292,10 @@ def push_rom(board: Any, image: bytes, rom: LocalTree, dry_run: bool,
     return notes
 
 
-def transfer_notes(target: Target) -> list[str]:
-    """Which transfer path this target gets, for ``--verbose``."""
-    if not is_board(target):
-        return [f"target is a filesystem image ({type(target).__name__}): files are written "
-                "directly, each to a temporary name then renamed"]
-    caps = target.caps  # type: ignore[attr-defined]
-    if not caps.hosts_agent:
-        return ["transfer: plain REPL commands (no binary stdin for mpkick's agent): data as "
-                f"bytes literals, paced for a small receive buffer, {caps.free:,} B of heap",
-                "compare: no hashlib: size + weak sum + this host's record of what it pushed",
-                "write: " + ("temporary name, read back by weak sum, renamed" if caps.rename
-                             else "in place (no os.rename), read back by weak sum")]
-    repl = target.repl  # type: ignore[attr-defined]
-    budget = repl.budget
-    frames = caps.chunk if budget is None else min(caps.chunk, paced_chunk(budget))
-    compress = (f"deflate, window 2^{caps.wbits}" if caps.deflate else
-                f"zlib, window 2^{caps.wbits}" if caps.zlib else "off (no deflate or zlib)")
-    note = target.transport.link_note  # type: ignore[attr-defined]
-    return [
-        *link_notes(repl.cooked, budget, repl.paste_window),
-        *([f"link: {note}"] if note else []),
-        f"transfer: binary frames of {frames} bytes with "
-        f"{'CRC-32' if caps.crc32 else 'sum'} checks; compression {compress}",
-        "compare: " + ("sha256 on the board, manifest keeps unchanged files from rehashing"
-                       if caps.hashlib else
-                       "no hashlib: size + weak sum + this host's record of what it pushed"),
-        "write: " + ("temporary name, verified, renamed over the old file (atomic)"
-                     if caps.rename and caps.hashlib else
-                     "temporary name, renamed; verified after writing by weak sum"
-                     if caps.rename else
-                     "in place (no os.rename), verified after writing"),
-    ]
-
-
-def link_notes(cooked: bool, budget: int | None, paste_window: int) -> list[str]:
-    """What the link does to bytes and how the host copes, for ``--verbose``."""
-    notes = []
-    if cooked:
-        notes.append("link: turns LF into CRLF on the way back (seen in the raw REPL's "
-                     "banner): every read deletes the CR it inserted")
-    if budget is not None:
-        source = ("the board's raw-paste window" if paste_window else
-                  "no raw-paste: pyboard.py's figure; code goes in pieces the board "
-                  "acknowledges")
-        notes.append(f"link: loses what the board cannot buffer (a UART without flow "
-                     f"control): at most {budget} bytes unread on the way ({source}), "
-                     "one acknowledgement window of frames")
-    return notes
-
-
-def _verify_and_record(board: Any, record: HostRecord, local: LocalTree, done: Any) -> None:
-    """Weak-hash boards: check every written file's sum, then remember what they hold."""
+def _verify_and_record(target: Target, record: HostRecord, local: LocalTree, done: Plan) -> None:
+    """Weak-hash targets: check every written file's sum, then remember what they hold."""
     written = {a.path: local.files[a.rel].data for a in done.writes}
-    entries = verify_weak(board, done.dest, written)
+    entries = verify_weak(target, done.dest, written)
     pushed = {a.path: (len(f.data), file_digest(f.data, False), f.sha256)
               for a in done.actions if a.rel and (f := local.files[a.rel])}
     record.update(entries, pushed)

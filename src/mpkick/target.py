@@ -1,20 +1,59 @@
-"""The filesystem-target interface that push, watch, mount and image are written against once.
+"""The filesystem-target contract that push, watch, mount, install and image are written against.
 
-A live board, the virtual board and a littlefs image file all implement ``Target``. Paths are
-absolute, ``/``-separated board paths. Failures are ``OSError`` subclasses carrying an errno
-(``FileNotFoundError``, ``IsADirectoryError`` ...), so the same ``except`` works for every target.
+A live board, the virtual board, a littlefs image file and the tests' in-memory target all
+implement ``Target``. Paths are absolute, ``/``-separated board paths. Failures are ``OSError``
+subclasses carrying an errno (``FileNotFoundError``, ``IsADirectoryError`` ...), so the same
+``except`` works for every target.
+
+The few ways targets differ are declared, never probed: ``features`` says what a target can
+do, ``writer()`` is how a plan's changes reach it (one binary session on a board, one save at
+the end on an image), and ``runner()`` is the separate code-running side, which only boards
+have. A command that needs something a target lacks reads ``features`` and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, runtime_checkable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from .errors import InputError
 
 #: Called with the number of bytes just handled for the current file.
 Progress = Callable[[int], None]
+
+#: Called with each piece of a running program's output.
+Stream = Callable[[bytes], None]
+
+#: mpkick's own folder on a target (agent, manifest, id): never planned, listed or deleted.
+META = "/.mpkick"
+
+
+@dataclass(frozen=True)
+class Features:
+    """What a target can do, declared by the target itself.
+
+    ``folders``: ``mkdir`` exists (a micro:bit's flash is flat). ``atomic``: a write is whole
+    or not at all (temporary name, then rename); without it a cut leaves a damaged file the
+    next push finds by its sum. ``strong_hashes``: ``tree(hashes=True)`` gives sha256s; else
+    it gives weak sums (``sum:...``) that only the host's own record of what it pushed can
+    turn into sha256s. ``delta``: ``signatures()`` works and updates may travel as copy
+    ranges of the old file. ``frame``: payload bytes per message on the way there, for
+    choosing between a delta and the whole file.
+    """
+
+    folders: bool = True
+    atomic: bool = True
+    strong_hashes: bool = True
+    delta: bool = False
+    frame: int = 4096
+
+
+#: A local file system or a file: everything on, no link to spare.
+LOCAL = Features()
 
 
 class Entry(NamedTuple):
@@ -35,9 +74,100 @@ class Usage(NamedTuple):
     block_size: int
 
 
+class Writer(Protocol):
+    """How the changes of a plan reach a target, in the order the plan gives them."""
+
+    def put(self, path: str, data: bytes, progress: Progress | None = None) -> None: ...
+
+    def put_delta(self, path: str, ops: list[Any], data: bytes,
+                  progress: Progress | None = None) -> None:
+        """Write ``data`` as ``ops``: ranges ``(offset, length)`` of the old file and literal
+        bytes (``sync.delta``'s ops); ``data`` is the result, for checking."""
+
+    def mkdir(self, path: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def rmdir(self, path: str) -> None: ...
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes that crossed the link so far (compressed and framed where the target is)."""
+
+
+class RunnerInfo(Protocol):
+    """What a code-running target says about its firmware."""
+
+    @property
+    def mpy(self) -> int | None:
+        """``sys.implementation._mpy``: the bytecode version its compiled files must have."""
+
+    @property
+    def uid(self) -> str | None: ...
+
+
+class CodeRunner(Protocol):
+    """The code-running side of a target (a board): only ``Target.runner()`` hands one out."""
+
+    def exec(self, code: str, timeout: float | None = 10.0,
+             stream: Stream | None = None) -> bytes: ...
+
+    def run(self, code: str, stream: Stream) -> None:
+        """Run ``code`` for as long as it runs, streaming its output; Ctrl-C interrupts."""
+
+    def reset(self, hard: bool = False) -> None: ...
+
+    def soft_reset(self) -> None:
+        """A fresh interpreter (boot.py does not run), back at the raw REPL."""
+
+    def start(self, code: str) -> None:
+        """Start ``code`` and return at once; its output comes through ``take``."""
+
+    def run_file(self, path: str, stream: Stream | None = None) -> None:
+        """Run the program at ``path`` as ``__main__``: to its end with ``stream``, or started
+        and left running without (its output for ``take``)."""
+
+    def take(self, timeout: float) -> bytes:
+        """Whatever a started program printed within ``timeout`` (raw REPL framing kept)."""
+
+    def interrupt(self) -> None:
+        """Stop whatever runs and get the REPL back."""
+
+    def info(self) -> RunnerInfo: ...
+
+    @property
+    def interrupt_note(self) -> str | None:
+        """What connecting did to a program that was running, for commands that should say."""
+
+
 @runtime_checkable
 class Target(Protocol):
     """What every filesystem target offers. Writes are atomic: old content or new, never a mix."""
+
+    @property
+    def features(self) -> Features: ...
+
+    def writer(self, fresh: str | None = None) -> AbstractContextManager[Writer]:
+        """The writer a plan is applied through. ``fresh``: a folder that did not exist
+        before; what the writer makes under it is all there is (a board remembers that
+        listing instead of asking for it next time)."""
+
+    def runner(self) -> CodeRunner | None:
+        """The target's code-running side; None for a target that only stores files."""
+
+    def identity(self) -> str:
+        """A stable name for this target's storage: what the host remembers is kept under it."""
+
+    def notes(self) -> list[str]:
+        """How bytes travel to this target and how they are checked, for ``--verbose``."""
+
+    def relieve(self, exc: OSError) -> str | None:
+        """After ``exc`` (a board out of RAM): give something up for the next try and say
+        what, or None when there is nothing left to give up (or nothing to do with RAM)."""
+
+    def signatures(self, want: list[tuple[str, int]]) -> list[str]:
+        """Block signatures of the files ``want`` (path, block size), one line each; only
+        for a target whose ``features.delta`` is set."""
 
     def tree(self, path: str = "/", hashes: bool = False) -> list[Entry]:
         """Every entry below ``path`` (not ``path`` itself), in one exchange with the target."""
@@ -115,3 +245,67 @@ def remove_tree(target: Target, path: str) -> None:
         (target.rmdir if child.is_dir else target.remove)(child.path)
     if norm(path) != "/":
         target.rmdir(path)
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+class TargetWriter:
+    """A ``Writer`` over a target's own verbs, for targets without a link to spare."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.sent = 0
+
+    def put(self, path: str, data: bytes, progress: Progress | None = None) -> None:
+        self.target.write(path, data, progress)
+        self.sent += len(data)
+
+    def put_delta(self, path: str, ops: list[Any], data: bytes,
+                  progress: Progress | None = None) -> None:
+        self.put(path, data, progress)  # the bytes are at hand: nothing to save by patching
+
+    def mkdir(self, path: str) -> None:
+        try:
+            self.target.mkdir(path)
+        except FileExistsError:
+            if not self.target.stat(path).is_dir:
+                raise
+
+    def remove(self, path: str) -> None:
+        self.target.remove(path)
+
+    def rmdir(self, path: str) -> None:
+        self.target.rmdir(path)
+
+    @property
+    def wire_bytes(self) -> int:
+        return self.sent
+
+
+class LocalTarget:
+    """The contract's parts that every target without a link shares: images, memory.
+
+    Subclasses give the file verbs; this gives a plain writer, no code runner, no delta.
+    """
+
+    features = LOCAL
+
+    def writer(self, fresh: str | None = None) -> AbstractContextManager[Writer]:
+        return contextlib.nullcontext(TargetWriter(cast(Target, self)))
+
+    def runner(self) -> CodeRunner | None:
+        return None
+
+    def identity(self) -> str:
+        return f"{type(self).__name__}:{id(self)}"
+
+    def notes(self) -> list[str]:
+        return [f"target is a {type(self).__name__}: files are written directly, each to a "
+                "temporary name then renamed"]
+
+    def relieve(self, exc: OSError) -> str | None:
+        return None
+
+    def signatures(self, want: list[tuple[str, int]]) -> list[str]:
+        raise OSError(95, "this target keeps no block signatures (features.delta is off)")

@@ -1,10 +1,12 @@
-"""``watch``: every save reaches the board in a blink, and the program restarts if asked.
+"""``watch``: every save reaches the target in a blink, and the program restarts if asked.
 
-Native file events (watchfiles) wake us; a burst of saves is one push. The board's state is
-kept as a model after the first sync, so a push costs no listing: the plan compares the local
-tree with the model and the changed files travel as deltas. A board that resets or vanishes is
-reconnected with backoff and resynced against its real tree. Nothing here prints: every
-happening is an event for the caller's callback.
+Native file events (watchfiles) wake us; a burst of saves is one push, and a push is
+exactly ``kick`` on the open target: the same plan, deltas, checks, retries and host record,
+on any target (a board, the virtual board, an image file). A board keeps the listing its
+last session left under its tree's digest, so a push after a save costs one short exchange
+to learn the board's state. A board that resets or vanishes is reconnected with backoff and
+resynced. Running the program needs a target that runs code (``Target.runner()``). Nothing
+here prints: every happening is an event for the caller's callback.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .board.board import Board
 from .errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
 from .ignore import IgnoreRules
-from .sync.delta import ContentCache, DeltaTransfer, board_id
-from .sync.plan import CREATE, DELETE, MKDIR, RMDIR, UPDATE, Plan, apply, plan, scan_local
-from .sync.state import missing_folders, remote_tree
-from .target import Entry, norm
+from .open import open_target
+from .push import kick
+from .sync.plan import DELETE, RMDIR
+from .target import CodeRunner, Target, norm
 
 #: Errors that mean the link or the board's state is gone, not that the user did something wrong.
 LINK_ERRORS = (ConnectError, DeviceTimeout, ProtocolError, BoardError)
@@ -74,13 +75,13 @@ class _Lost(Exception):
 
 
 class Watcher:
-    """Keeps ``dest`` on the board at ``url`` equal to ``src`` until ``stop`` is set."""
+    """Keeps ``dest`` on the target at ``url`` equal to ``src`` until ``stop`` is set."""
 
     def __init__(self, url: str, src: Path, dest: str = "/", *, delete: bool = False,
                  run: str | None = None, reset: bool = False,
                  on_event: Callable[[Event], None] = lambda _e: None,
                  stop: threading.Event | None = None, debounce_ms: int = 50,
-                 connect: Callable[[str], Board] = Board.connect) -> None:
+                 connect: Callable[[str], Target] = open_target) -> None:
         if not src.is_dir():
             raise InputError(f"{src} is not a folder: give the project folder to watch (SRC)")
         self.url = url
@@ -91,16 +92,14 @@ class Watcher:
         self.emit = on_event
         self.stop = stop or threading.Event()
         self.debounce_ms = debounce_ms
-        self.connect_board = connect
+        self.connect = connect
         self.rules = IgnoreRules.from_folder(src)
-        self.board: Board | None = None
-        self.model: list[Entry] = []
-        self.cache: ContentCache | None = None
+        self.target: Target | None = None
+        self.runner: CodeRunner | None = None
         self.changes: queue.Queue[set[str]] = queue.Queue()
         self.ready = threading.Event()  # set once the first sync is done (tests wait on it)
         self._running = False
         self._failed = False
-        self._missing: list[str] = []
         self._pending = bytearray()
         self._stage = 0  # of a running program's output: 0 stdout, 1 traceback, 2 prompt
 
@@ -147,8 +146,6 @@ class Watcher:
             self._recover(str(exc) or "the board restarted")
         except (InputError, OSError) as exc:
             self.emit(Notice(_describe(exc), error=True))
-            with contextlib.suppress(*LINK_ERRORS, OSError):
-                self._refresh_model()  # a failed push may have left anything: look again
 
     # ----------------------------------------------------------------- file events
 
@@ -181,28 +178,25 @@ class Watcher:
             except queue.Empty:
                 return batch
 
-    # ----------------------------------------------------------------- the board
+    # ----------------------------------------------------------------- the target
 
     def _open(self) -> None:
-        self.board = self.connect_board(self.url)
-        self.cache = ContentCache(board_id(self.board))
+        target = self.connect(self.url)
+        runner = target.runner()
+        if self.run_path and runner is None:
+            target.close()
+            raise InputError(f"{self.url} does not run code: watch it without --run/--reset")
+        self.target, self.runner = target, runner
         self._running = False
-        self._refresh_model()
 
     def _close(self) -> None:
-        board, self.board = self.board, None
-        if board is None:
+        target, self.target = self.target, None
+        if target is None:
             return
         with contextlib.suppress(Exception):
-            if self._running:
-                board.interrupt()
-        board.close()
-
-    def _refresh_model(self) -> None:
-        assert self.board is not None
-        missing = missing_folders(self.board, self.dest)
-        self.model = remote_tree(self.board, self.dest) if not missing else []
-        self._missing = missing
+            if self._running and self.runner is not None:
+                self.runner.interrupt()
+        target.close()
 
     def _recover(self, reason: str) -> None:
         self.emit(Notice(f"lost the board ({reason.rstrip('.')}); reconnecting"))
@@ -218,61 +212,40 @@ class Watcher:
                 self._close()
 
     def _sync(self, resync: bool) -> None:
-        """Push what differs from the model; then run the program when asked."""
-        assert self.board is not None and self.cache is not None
-        local = scan_local(self.src, self.rules)
-        the_plan = plan(local, self.model, self.dest, self.delete,
-                        create_dest=self._missing if not self.model else ())
-        if not the_plan.empty:
-            transfer = DeltaTransfer(self.board, self.cache)
-            transfer.prepare(the_plan)
-            result = apply(self.board, the_plan, transfer=transfer)
-            self._advance(the_plan)
-            modes = transfer.sender.stats.files if transfer.sender is not None else {}
-            self.emit(Pushed([a.path for a in the_plan.writes],
-                             [a.path for a in the_plan.of(DELETE, RMDIR)], result.bytes_sent,
-                             result.wire_bytes, result.seconds, dict(modes), resync))
+        """Push what differs (``kick`` on the open target); then run the program when asked."""
+        assert self.target is not None
+        result = kick(target=self.target, src=self.src, dest=self.dest, delete=self.delete)
+        done = result.plan
+        if not done.empty:
+            self.emit(Pushed([a.path for a in done.writes],
+                             [a.path for a in done.of(DELETE, RMDIR)], result.bytes_sent,
+                             result.wire_bytes, result.seconds, dict(result.modes), resync))
         elif resync:
             self.emit(Notice("board back, already in sync"))
-        if self.run_path and (not the_plan.empty or resync or not self._running):
+        if self.run_path and (not done.empty or resync or not self._running):
             self._start_program()
-
-    def _advance(self, done: Plan) -> None:
-        """The model after ``done``: no listing needed to plan the next push."""
-        entries = {e.path: e for e in self.model}
-        local = done.local
-        for a in done.actions:
-            if a.kind in (DELETE, RMDIR):
-                entries.pop(a.path, None)
-            elif a.kind == MKDIR:
-                entries[a.path] = Entry(a.path, True)
-            elif a.kind in (CREATE, UPDATE) and local is not None:
-                f = local.files[a.rel]
-                entries[a.path] = Entry(a.path, False, f.size, None, f.sha256)
-        self.model = list(entries.values())
-        self._missing = []
 
     # ----------------------------------------------------------------- running the program
 
     def _start_program(self) -> None:
-        assert self.board is not None and self.run_path is not None
-        self.board.soft_reset()
-        self.board.repl.send_code(
-            f"exec(open({self.run_path!r}).read(), {{'__name__': '__main__'}})".encode())
+        assert self.runner is not None and self.run_path is not None
+        self.runner.soft_reset()
+        self.runner.run_file(self.run_path)
         self._running = True
         self._stage = 0
         self._pending.clear()
 
     def _interrupt(self) -> None:
-        assert self.board is not None
+        assert self.runner is not None
         self._running = False
-        self.board.interrupt()
+        self.runner.interrupt()
 
     def _listen(self, timeout: float) -> None:
         """Stream a running program's output; while idle, notice a board that restarted."""
-        assert self.board is not None
-        repl = self.board.repl
-        data = repl.take(timeout)
+        if self.runner is None:
+            self.stop.wait(timeout)  # an image: nothing runs, nothing to hear
+            return
+        data = self.runner.take(timeout)
         if not data:
             return
         if not self._running:

@@ -124,7 +124,8 @@ class Attachment:
         self.attached = True
 
     def _load_module(self) -> None:
-        from ..board.board import META, _self_installer
+        from ..board.board import _self_installer
+        from ..target import META
 
         self.board.load_agent()
         want = agent.version(MODULE)

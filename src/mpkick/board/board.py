@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import errno
 import hashlib
 import posixpath
 import zlib
@@ -21,12 +22,12 @@ from ..errors import BoardError, ConnectError, DeviceTimeout, InputError, Protoc
 from ..memory import listings
 from ..protocol.channel import CAP_FLAGS, Caps, SendSession, receive_file
 from ..protocol.repl import RawRepl, Stream
-from ..target import Entry, Progress, Usage, is_within, norm
+from ..target import META, Entry, Features, Progress, Usage, is_within, norm
 from ..transport import Transport, open_transport
 from . import agent
+from .identity import board_id
 from .plainfs import PlainFs, PlainSession
 
-META = "/.mpkick"
 AGENT = "mpkick_agent"
 PROBE = "mpkick_probe"
 
@@ -215,9 +216,7 @@ class Board:
         hard reset of the chip. The board is left running; this session ends."""
         self._agent_loaded = False
         self._modules.clear()
-        sim = getattr(self.transport, "board", None)
-        if hard and sim is not None:
-            sim.power_cut()
+        if hard and self.transport.hard_reset():
             return
         if hard:
             self.repl.send_code(b"import machine\nmachine.reset()")
@@ -245,6 +244,21 @@ class Board:
 
     def interrupt(self) -> None:
         self.repl.enter_raw()
+
+    def start(self, code: str) -> None:
+        self.repl.send_code(code.encode())
+
+    def run_file(self, path: str, stream: Stream | None = None) -> None:
+        """Run the program at ``path`` as ``__main__``: to its end, streaming its output, or
+        (``stream`` None) started and left running, its output for ``take``."""
+        code = f"_p = {norm(path)!r}\n{agent.board_source('mpkick_run')}"
+        if stream is None:
+            self.start(code)
+        else:
+            self.run(code, stream)
+
+    def take(self, timeout: float) -> bytes:
+        return self.repl.take(timeout)
 
     @property
     def interrupt_note(self) -> str | None:
@@ -406,13 +420,56 @@ class Board:
                                                "fs_total", "fs_free")}
         return BoardInfo(**known, extra=raw)
 
+    # ----------------------------------------------------------------- the target contract
+
+    @property
+    def features(self) -> Features:
+        caps = self.caps
+        return Features(folders=caps.mkdir, atomic=caps.rename, strong_hashes=caps.hashlib,
+                        delta=caps.hosts_agent and caps.hashlib, frame=caps.chunk)
+
+    @contextlib.contextmanager
+    def writer(self, fresh: str | None = None) -> Iterator[SendSession | PlainSession]:
+        if fresh is not None:
+            self.expect_empty(fresh)
+        with self.session() as s:
+            yield s
+
+    def runner(self) -> Board:
+        return self
+
+    def identity(self) -> str:
+        return board_id(self)
+
+    def notes(self) -> list[str]:
+        from .notes import transfer_notes
+
+        return transfer_notes(self)
+
+    def relieve(self, exc: OSError) -> str | None:
+        """After the board ran out of RAM (ENOMEM) in a session: the smaller frames and
+        window the next try takes."""
+        return self.caps.squeezed() if exc.errno == errno.ENOMEM else None
+
+    def signatures(self, want: list[tuple[str, int]]) -> list[str]:
+        """Block signatures (CRC-32 and a slice of sha256 per block) for files with no base
+        this host remembers, all in one exchange; none where the firmware lacks CRC-32."""
+        caps = self.caps
+        if not (caps.crc32 and caps.hashlib and caps.buffer and caps.hosts_agent):
+            return []
+        self.load_part("mpkick_sigs")
+        return self.call("mk_sigs", want, timeout=120).decode("ascii", "replace").splitlines()
+
     # ----------------------------------------------------------------- filesystem target
 
     def tree(self, path: str = "/", hashes: bool = False) -> list[Entry]:
         """Every entry below ``path``. With hashes, the board first answers with a digest of
-        its tree; a listing this host already knows under that digest is not sent again."""
+        its tree; a listing this host already knows under that digest is not sent again.
+        Firmware without hashlib answers with its weak sums (``features.strong_hashes``)."""
         path = norm(path)
         self.load_agent()
+        if hashes and not self.caps.hashlib:
+            return self.summed_tree(path)
         if self.plain is not None:
             return self.plain.listing(path, sums=False)
         if not (hashes and self.caps.hashlib):

@@ -215,6 +215,14 @@ class PlainSession:
         self.fs.put(path, data, progress, self.stats)
         self.journal.append(("put", path, len(data), file_digest(data, False)))
 
+    def put_delta(self, path: str, ops: list[Any], data: bytes,
+                  progress: Callable[[int], None] | None = None) -> None:
+        self.put(path, data, progress)  # no patching in plain REPL commands: the whole file
+
+    @property
+    def wire_bytes(self) -> int:
+        return self.stats.wire_out
+
     def mkdir(self, path: str) -> None:
         self.fs.mkdir(path)
         self.journal.append(("mkdir", path, 0, ""))

@@ -14,13 +14,13 @@ import click
 
 from ..errors import InputError
 from ..target import Entry, Target, makedirs, norm, remove_tree
+from ..units import human
 from . import cli, fleet_cmds
 from .attach_cmds import attach_option, attached_board
 from .common import (
     common_options,
     common_options_long_port,
     example,
-    human,
     jobs_option,
     open_board,
     open_target,

@@ -169,16 +169,6 @@ def open_board(port: str | None = None) -> Board:
     return Board.connect(url, verbose=options().verbose)
 
 
-def human(n: int) -> str:
-    """A size on flash, in binary units as boards and littlefs count them."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def example(text: str) -> str:
     """Help epilog with an example, shown under the command's help (a test checks every command)."""
     return "\b\nExample:\n  " + text.strip().replace("\n", "\n  ")

@@ -26,7 +26,8 @@ from .fleet_view import LiveTable, PrefixedLines, on_terminal
 
 if TYPE_CHECKING:
     from ..board.board import Board
-    from ..sync.plan import Action, Plan, Result
+    from ..sync.apply import Result
+    from ..sync.plan import Action, Plan
 
 T = TypeVar("T")
 
@@ -104,13 +105,8 @@ def push_many(refs: list[BoardRef], *, run_file: str | None, reset: bool,
             result: Result = kick(target=target, progress=progress, on_plan=on_plan,
                                   **kick_options)
             if run_file or reset:
-                if not callable(getattr(target, "run", None)):
-                    from ..errors import InputError
-
-                    raise InputError("--run and --reset need a board, not an image file")
                 bj.status(f"running {run_file or 'main.py'}")
-                run_pushed(target, run_file or "main.py", result.plan.dest,  # type: ignore[arg-type]
-                           bj.output)
+                run_pushed(target, run_file or "main.py", result.plan.dest, bj.output)
             return result
         finally:
             target.close()

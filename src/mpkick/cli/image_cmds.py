@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..units import human
 from . import cli, common
-from .common import common_options, human
+from .common import common_options
 
 if TYPE_CHECKING:
     from ..target import Usage
 
 
 def _size(text: str) -> int:
-    from ..image.target import parse_size
+    from ..image.geometry import parse_size
 
     return parse_size(text)
 
@@ -57,7 +58,8 @@ def build(src: Path, out: str, size: str | None, block_size: int | None,
     """
     from ..errors import InputError
     from ..ignore import IgnoreRules
-    from ..image.target import PRESETS, READ_SIZE, build_image
+    from ..image.build import build_image
+    from ..image.geometry import PRESETS, READ_SIZE
 
     geometry = PRESETS.get(preset) if preset else None
     if preset and geometry is None:
@@ -144,7 +146,8 @@ def cat(img: str, path: str) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 def get(img: str, src: str, dest: Path) -> None:
     """Copy file or folder SRC out of image IMG to DEST on this computer."""
-    from ..image.target import copy_out, open_image
+    from ..image.build import copy_out
+    from ..image.target import open_image
 
     with open_image(img) as target:
         written = copy_out(target, src, dest)
@@ -157,7 +160,8 @@ def get(img: str, src: str, dest: Path) -> None:
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def extract(img: str, folder: Path) -> None:
     """Copy every file of image IMG into FOLDER, keeping folders and modification times."""
-    from ..image.target import copy_out, open_image
+    from ..image.build import copy_out
+    from ..image.target import open_image
 
     with open_image(img) as target:
         written = copy_out(target, "/", folder)
@@ -182,7 +186,8 @@ def df(img: str) -> None:
 @click.argument("img")
 def info(img: str) -> None:
     """Show the geometry of image IMG: block size and count, littlefs version, space."""
-    from ..image.target import image_info, open_image
+    from ..image.build import image_info
+    from ..image.target import open_image
 
     with open_image(img) as target:
         facts = image_info(target)

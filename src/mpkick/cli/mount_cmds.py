@@ -73,8 +73,9 @@ def mount_cmd(mountpoint: Path | None, read_only: bool) -> None:
     target = common.open_target()
     try:
         # Board.connect stops what runs; say so when it did.
-        note = getattr(target, "interrupt_note", None)
-        if not opts.quiet and isinstance(note, str):
+        runner = target.runner()
+        note = runner.interrupt_note if runner is not None else None
+        if not opts.quiet and note:
             click.echo(f"{note}; it stays at the REPL while mounted")
 
         def on_event(event: MountEvent) -> None:

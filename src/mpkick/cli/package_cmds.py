@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import InputError
 from . import cli, common
+
+if TYPE_CHECKING:
+    from ..target import Target
 
 
 def parse_mpy(text: str | None) -> int | None:
@@ -26,10 +29,10 @@ def parse_mpy(text: str | None) -> int | None:
     return number
 
 
-def _board_mpy(target: Any) -> int | None:
-    """The board's ``_mpy`` when the target is a board (an image has no firmware to ask)."""
-    info = getattr(target, "info", None)
-    return getattr(info(), "mpy", None) if callable(info) else None
+def _board_mpy(target: Target) -> int | None:
+    """The board's ``_mpy`` when the target runs code (an image has no firmware to ask)."""
+    runner = target.runner()
+    return runner.info().mpy if runner is not None else None
 
 
 def _requirements(settings: dict[str, Any], project: Path | None) -> list[str]:
@@ -117,10 +120,11 @@ def install_cmd(packages: tuple[str, ...], index: str | None, target_dir: str | 
         if target is not None:
             target.close()
     if not opts.quiet:
-        for path in result.removed:
-            click.echo(f"removed {path} (it would shadow the new file)")
+        for path, why in result.removed_why.items():
+            click.echo(f"removed {path} ({why})")
+        same = f"; {len(result.unchanged)} already there" if result.unchanged else ""
         click.echo(f"installed {len(result.written)} files ({result.size} bytes) from "
-                   f"{len({i.package for i in result.written})} packages")
+                   f"{len({i.package for i in result.written})} packages{same}")
 
 
 @cli.command("compile", epilog=common.example("""

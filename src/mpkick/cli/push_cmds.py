@@ -12,8 +12,9 @@ import click
 from . import cli, common
 
 if TYPE_CHECKING:
-    from ..board.board import Board
-    from ..sync.plan import Action, Plan, Result
+    from ..sync.apply import Result
+    from ..sync.plan import Action, Plan
+    from ..target import Target
 
 
 def _settings_src(settings: dict[str, Any], project: Path | None) -> str:
@@ -77,7 +78,7 @@ def show_plan(plan: Plan, verbose: int) -> None:
     click.echo(plan.summary() + " (dry run: nothing was changed)")
 
 
-def run_after(board: Board, file: str, dest: str) -> None:
+def run_after(board: Target, file: str, dest: str) -> None:
     """Soft-reset the board, then run ``file`` (relative to DEST) streaming its output, until
     it ends or Ctrl-C, which interrupts the board too."""
     from ..errors import BoardError
@@ -94,21 +95,21 @@ def run_after(board: Board, file: str, dest: str) -> None:
         raise click.exceptions.Exit(1) from None
 
 
-def run_pushed(board: Board, file: str, dest: str, stream: Callable[[bytes], None]) -> None:
+def run_pushed(target: Target, file: str, dest: str, stream: Callable[[bytes], None]) -> None:
     """Soft-reset, then run ``file`` (relative to DEST), its output to ``stream``."""
     from ..errors import InputError
     from ..target import norm
 
+    runner = target.runner()
+    if runner is None:
+        raise InputError("--run and --reset need a board, not an image file")
     path = norm(file, dest)
-    board.soft_reset()
+    runner.soft_reset()
     try:
-        board.stat(path)
+        target.stat(path)
     except FileNotFoundError:
         raise InputError(f"{path} is not on the board: nothing to run (check --run)") from None
-    code = (f"_f = open({path!r})\n_s = _f.read()\n_f.close()\n"
-            f"try:\n _s = compile(_s, {path!r}, 'exec')\nexcept NameError:\n pass\n"
-            "exec(_s, {'__name__': '__main__'})")
-    board.run(code, stream)
+    runner.run_file(path, stream)
 
 
 @cli.command("push", epilog=common.example("""
@@ -207,10 +208,6 @@ def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bo
                     if not note.startswith(("transfer:", "compare:", "write:", "target is")):
                         click.echo(note)
         if run_file or reset:
-            if not callable(getattr(target, "run", None)):
-                from ..errors import InputError
-
-                raise InputError("--run and --reset need a board, not an image file")
-            run_after(target, run_file or "main.py", result.plan.dest)  # type: ignore[arg-type]
+            run_after(target, run_file or "main.py", result.plan.dest)
     finally:
         target.close()

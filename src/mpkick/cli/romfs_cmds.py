@@ -12,8 +12,9 @@ import click
 from click.globals import pop_context, push_context
 
 from ..errors import InputError
+from ..units import human
 from . import cli, common, fleet_cmds
-from .common import common_options, human
+from .common import common_options
 
 if TYPE_CHECKING:
     from ..board.board import Board

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def render(event: Event, quiet: bool) -> None:
     """Program output to stdout as it comes; one status line per happening to stderr."""
-    from ..sync.plan import human
+    from ..units import human
     from ..watch import Finished, Notice, Output, Pushed
 
     if isinstance(event, Output):

@@ -20,11 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ..board.board import META, Board, _literal
+from ..board.board import Board, _literal
 from ..errors import ConnectError, InputError, MpkickError, ProtocolError
 from ..protocol.channel import SendSession, receive_frames
-from ..target import Usage
-from .target import detect_geometry, load_image, save_file
+from ..target import META, Usage
+from .geometry import detect_geometry
+from .target import load_image, save_file
 
 #: A flash session's frames wait on the board's erase and program; its verify reads every block.
 FLASH_ACK_TIMEOUT = 120.0

@@ -14,145 +14,21 @@ import errno
 import hashlib
 import os
 import posixpath
-import re
 import struct
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError, NoSpaceError, PortBusy, os_error
-from ..ignore import IgnoreRules
-from ..target import Entry, Progress, Target, Usage, norm
+from ..errors import InputError, PortBusy, os_error
+from ..target import Entry, LocalTarget, Progress, TargetWriter, Usage, Writer, norm
+from .geometry import LOOKAHEAD, MIB, MTIME_ATTR, READ_SIZE, _newest_superblock
 
 if TYPE_CHECKING:
     from littlefs import LittleFS
 
-#: VfsLfs2 keeps a file's mtime as littlefs user attribute 1: 8 bytes, little-endian
-#: nanoseconds since 1970-01-01 (``LFS_ATTR_MTIME`` in MicroPython's extmod/vfs_lfs.c).
-MTIME_ATTR = 1
-
-#: What MicroPython's VfsLfs2 uses unless a port says otherwise (extmod/vfs_lfsx.c): reading
-#: and programming in 32-byte units, a lookahead of 32 bytes, caches of four units.
-READ_SIZE = 32
-LOOKAHEAD = 32
-
 _CHUNK = 64 * 1024
 _TMP_SUFFIX = ".mpkick.tmp"
-
-
-class Preset(NamedTuple):
-    """A board's littlefs geometry as its MicroPython firmware sets it up by default."""
-
-    block_size: int
-    size: int  # bytes of flash given to the filesystem
-    prog_size: int
-    board: str
-
-
-KIB = 1024
-MIB = 1024 * KIB
-
-#: Geometries of common boards' filesystems with MicroPython's own defaults
-#: (ports/*/boards/*/mpconfigboard.h, partition tables, flashbdev.py).
-PRESETS: dict[str, Preset] = {
-    "rp2": Preset(4096, 1408 * KIB, 256, "Raspberry Pi Pico (RP2040, 2 MiB flash)"),
-    "rp2-w": Preset(4096, 848 * KIB, 256, "Raspberry Pi Pico W (RP2040 + CYW43, 2 MiB flash)"),
-    "rp2350": Preset(4096, 3 * MIB, 256, "Raspberry Pi Pico 2 / 2 W (RP2350, 4 MiB flash)"),
-    "esp32": Preset(4096, 2 * MIB, 32, "ESP32 with 4 MiB flash ('vfs' partition)"),
-    "esp8266": Preset(4096, 763 * 4096, 32, "ESP8266 with 4 MiB flash (after VfsLfs2.mkfs)"),
-    "pyboard": Preset(512, 112 * KIB, 32, "pyboard v1.x internal flash, pyb.Flash(start=0)"),
-}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``1M``, ``848K``, ``0x100000`` or ``4096``; K and M are powers of 1024."""
-    match = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([kKmMgG]?)i?[bB]?\s*", text)
-    if not match:
-        raise InputError(f"size {text!r} is not a size: write e.g. 1M, 848K or 65536")
-    number = int(match.group(1), 0)
-    return number * {"": 1, "k": KIB, "m": MIB, "g": 1024 * MIB}[match.group(2).lower()]
-
-
-# --- the superblock, read without littlefs-python --------------------------------------------
-
-_LFS_TYPE_SUPERBLOCK = 0x0FF
-_LFS_TYPE_INLINESTRUCT = 0x201
-
-
-def _superblock(data: bytes, start: int, block_size: int) -> tuple[int, int, int, int] | None:
-    """(revision, block_size, block_count, version) from the metadata block at ``start``.
-
-    Walks the block's commits as littlefs does (tags XOR-chained, big-endian; a CRC closes each
-    commit) and keeps the superblock of the last commit whose CRC holds, so an image grown or
-    rewritten in place is read as littlefs reads it.
-    """
-    end = min(start + block_size, len(data))
-    if end - start < 16:
-        return None
-    (revision,) = struct.unpack_from("<I", data, start)
-    off, ptag, crc_from = start + 4, 0xFFFFFFFF, start
-    found: tuple[int, int, int] | None = None
-    pending = found
-    named = False
-    while off + 4 <= end:
-        (raw,) = struct.unpack_from(">I", data, off)
-        tag = raw ^ ptag
-        if tag & 0x80000000:
-            break
-        kind, size = (tag >> 20) & 0x7FF, tag & 0x3FF
-        dsize = 4 + (0 if size == 0x3FF else size)
-        if off + dsize > end:
-            break
-        ptag = tag
-        if kind & 0x780 == 0x500:  # a CRC tag closes a commit
-            if off + 8 > end:
-                break
-            (stored,) = struct.unpack_from("<I", data, off + 4)
-            if zlib.crc32(data[crc_from:off + 4]) ^ 0xFFFFFFFF != stored:
-                break
-            found = pending
-            ptag ^= (kind & 1) << 31
-            crc_from = off + dsize
-        elif kind == _LFS_TYPE_SUPERBLOCK and size == 8:
-            named = data[off + 4:off + 12] == b"littlefs"
-        elif kind == _LFS_TYPE_INLINESTRUCT and (tag >> 10) & 0x3FF == 0 and named and size >= 12:
-            version, bsize, bcount = struct.unpack_from("<III", data, off + 4)
-            if version >> 16 != 2:
-                return None
-            pending = (bsize, bcount, version)
-        off += dsize
-    return None if found is None else (revision, *found)
-
-
-def detect_geometry(data: bytes) -> tuple[int, int]:
-    """(block_size, block_count) of a littlefs v2 image, from its superblock alone.
-
-    Both blocks of the superblock pair are read and the newer one wins, like littlefs's mount.
-    Block 1's offset is the block size, which block 0 gives; if block 0 is unreadable (a cut
-    during its compaction), each power-of-two block size is tried for block 1.
-    """
-    _revision, block_size, block_count, _version = _newest_superblock(data)
-    return block_size, block_count
-
-
-def _newest_superblock(data: bytes) -> tuple[int, int, int, int]:
-    first = _superblock(data, 0, 1 << 20)
-    sizes = [first[1]] if first else [1 << n for n in range(7, 21)]
-    best = first
-    for size in sizes:
-        second = _superblock(data, size, size)
-        if second and second[1] == size and (
-            best is None or 0 < (second[0] - best[0]) & 0xFFFFFFFF < 0x80000000
-        ):
-            best = second
-    if best is None or best[1] < 128 or best[1] & (best[1] - 1) or best[2] < 2:
-        raise InputError("not a littlefs2 image (no valid superblock): give an image made by "
-                         "`mpkick image build` or read from a board with VfsLfs2")
-    return best
-
 
 # --- the target ------------------------------------------------------------------------------
 
@@ -184,7 +60,7 @@ def _mapped(path: str) -> Iterator[None]:
         raise os_error(_ERRNO.get(exc.code, errno.EIO), path) from exc
 
 
-class ImageTarget:
+class ImageTarget(LocalTarget):
     """A littlefs image file, read and written like a board's filesystem."""
 
     def __init__(self, path: str, fs: LittleFS, autosave: bool = True) -> None:
@@ -357,6 +233,19 @@ class ImageTarget:
             if autosave:
                 self.save()
 
+    @contextmanager
+    def writer(self, fresh: str | None = None) -> Iterator[Writer]:
+        """A plan's changes, saved once at the end (see ``batch``)."""
+        with self.batch():
+            yield TargetWriter(self)
+
+    def identity(self) -> str:
+        return "image:" + os.path.abspath(self.path)
+
+    def notes(self) -> list[str]:
+        return [f"target is a filesystem image ({self.path}): files are written directly, each "
+                "to a temporary name then renamed, and the image is saved once"]
+
     def save(self) -> None:
         """Write the image file atomically; a no-op when nothing changed since the last save."""
         if not self.dirty:
@@ -518,97 +407,3 @@ def open_image(path: str, *, create: bool = False, size: int = MIB, block_size: 
     except IsADirectoryError:
         raise InputError(f"{path} is a folder, not an image file") from None
     return load_image(path, data, autosave)
-
-
-# --- whole images ----------------------------------------------------------------------------
-
-
-class BuildResult(NamedTuple):
-    """What ``build_image`` put into the image."""
-
-    files: int
-    folders: int
-    data_bytes: int
-    usage: Usage
-
-
-def build_image(src: Path, out: str, *, size: int, block_size: int = 4096,
-                prog_size: int = READ_SIZE, rules: IgnoreRules | None = None) -> BuildResult:
-    """An image at ``out`` holding the kept files of folder ``src``, their host mtimes kept.
-
-    The image is built in memory and saved once, so a failure (a file too big for the image)
-    leaves any earlier ``out`` as it was.
-    """
-    if not src.is_dir():
-        raise InputError(f"{src} is not a folder: give the folder whose files go into the image")
-    rules = rules or IgnoreRules.from_folder(src)
-    target = new_image(out, size, block_size, prog_size, autosave=False)
-    files = folders = data_bytes = 0
-    for rel, is_dir in rules.walk(src):
-        if is_dir:
-            target.mkdir("/" + rel)
-            folders += 1
-            continue
-        local = src / rel
-        data = local.read_bytes()
-        try:
-            target.write("/" + rel, data, mtime_ns=local.stat().st_mtime_ns)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            raise NoSpaceError(
-                f"{src} does not fit in an image of {size} bytes (full at {rel}): give a larger "
-                "--size or --block-count, or ignore more files") from None
-        files += 1
-        data_bytes += len(data)
-    target.save()
-    return BuildResult(files, folders, data_bytes, target.usage())
-
-
-def copy_out(target: Target, src: str, dest: Path) -> list[Path]:
-    """Copy the file or folder ``src`` of a target to ``dest`` on the host, keeping mtimes.
-
-    A folder's content lands in ``dest`` (made when missing); a file lands at ``dest``, or
-    inside it when ``dest`` is an existing folder. Returns the host files written.
-    """
-    entry = target.stat(src)
-    written: list[Path] = []
-    if not entry.is_dir:
-        path = dest / posixpath.basename(entry.path) if dest.is_dir() else dest
-        _put_local(path, target.read(entry.path), entry.mtime)
-        return [path]
-    dest.mkdir(parents=True, exist_ok=True)
-    for child in target.tree(entry.path):
-        local = dest.joinpath(*posixpath.relpath(child.path, entry.path).split("/"))
-        if child.is_dir:
-            local.mkdir(exist_ok=True)
-        else:
-            _put_local(local, target.read(child.path), child.mtime)
-            written.append(local)
-    return written
-
-
-def _put_local(path: Path, data: bytes, mtime: int | None) -> None:
-    path.write_bytes(data)
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-
-
-class ImageInfo(NamedTuple):
-    """An image file's geometry and fill, for ``mpkick image info``."""
-
-    path: str
-    block_size: int
-    block_count: int
-    disk_version: str
-    name_max: int
-    usage: Usage
-
-
-def image_info(target: ImageTarget) -> ImageInfo:
-    """Geometry as the mounted filesystem reports it."""
-    with _mapped("/"):
-        st = _lfs().lfs.fs_stat(target.fs.fs)
-    version = f"{st.disk_version >> 16}.{st.disk_version & 0xFFFF}"
-    return ImageInfo(target.path, target.block_size, target.block_count, version, st.name_max,
-                     target.usage())

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from ..compile.compiler import Compiler, should_compile, twin
 from ..errors import InputError
-from ..target import Target, makedirs, norm
+from ..target import Target, norm
 from .fetch import NotFound, fetch
 from .sdist import read_sdist
 
@@ -44,6 +44,8 @@ class InstallResult:
 
     written: list[Item] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # already on the board, byte for byte
+    removed_why: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -308,21 +310,39 @@ def resolve(specs: Iterable[str], **options: Any) -> list[Item]:
 
 def install(target: Target, items: Iterable[Item],
             progress: Callable[[Item], None] | None = None) -> InstallResult:
-    """Write ``items``; a ``foo.py`` beside a new ``foo.mpy`` (or the reverse) is removed first,
-    since the board would import the .py and ignore what was installed."""
+    """Put ``items`` on ``target`` the way a push would: one plan, applied in one session,
+    after a check that they fit. A file already there with the same content is not sent; a
+    ``foo.py`` beside a new ``foo.mpy`` (or the reverse) is removed, since the board would
+    import the .py and ignore what was installed."""
+    from ..push import sync
+    from ..sync.plan import CREATE, DELETE, UPDATE, Action
+    from ..sync.scan import LocalTree
+
     result = InstallResult()
     items = list(items)
-    paths = {item.path for item in items}
-    for item in items:
-        makedirs(target, posixpath.dirname(item.path))
-        if item.path.endswith((".py", ".mpy")) and twin(item.path) not in paths:
-            try:
-                target.remove(twin(item.path))
-                result.removed.append(twin(item.path))
-            except FileNotFoundError:
-                pass
-        if progress:
-            progress(item)
-        target.write(item.path, item.data)
-        result.written.append(item)
+    if not items:
+        return result
+    by_path = {item.path: item for item in items}
+    dest = posixpath.commonpath([posixpath.dirname(p) for p in by_path]) or "/"
+    local = LocalTree(Path(dest))
+    dirs: set[str] = set()
+    for path, item in by_path.items():
+        rel = posixpath.relpath(path, dest)
+        local.add(rel, item.data, Path(item.package))
+        parent = posixpath.dirname(rel)
+        while parent:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    local.dirs = sorted(dirs)
+
+    def started(action: Action, n: int) -> None:
+        if progress is not None and n == 0 and action.kind in (CREATE, UPDATE):
+            progress(by_path[action.path])
+
+    done = sync(target, local, dest, progress=started)
+    result.removed_why = {a.path: a.reason or "stale" for a in done.plan.of(DELETE)}
+    result.removed = list(result.removed_why)
+    written = {a.path for a in done.plan.of(CREATE, UPDATE)}
+    result.written = [item for path, item in by_path.items() if path in written]
+    result.unchanged = [path for path in by_path if path not in written]
     return result

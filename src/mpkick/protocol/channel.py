@@ -210,6 +210,10 @@ class SendSession:
         self._send(COMMIT, (sha if self.caps.hashlib else file_digest(data, False)).encode())
         self.journal.append(("put", path, len(data), sha))
 
+    @property
+    def wire_bytes(self) -> int:
+        return self.stats.wire_out
+
     def put_delta(self, path: str, ops: Sequence[tuple[int, int] | bytes], data: bytes,
                   progress: Callable[[int], None] | None = None) -> None:
         """Rebuild ``path`` as ``data`` from ranges of its current content plus literal bytes.

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import InputError
-from ..image.target import parse_size
+from ..image.geometry import parse_size
 
 #: Boards the virtual board can pretend to be (the flash, heap and features they lack).
 PROFILES: dict[str, dict[str, str]] = {

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConnectError, InputError, PortBusy
-from ..image.target import parse_size
+from ..image.geometry import parse_size
 from .cpu import CpuBudget
 from .options import SimOptions
 
@@ -384,7 +384,7 @@ class VirtualBoard:
 
     def _block_size(self, fd: int) -> int:
         """An existing image tells its own geometry; a fresh one takes the URL's."""
-        from ..image.target import detect_geometry  # pure Python: no littlefs-python needed
+        from ..image.geometry import detect_geometry
 
         head = os.pread(fd, 1 << 21, 0)
         try:

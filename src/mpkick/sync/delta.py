@@ -12,31 +12,24 @@ checks the result's hash, so a wrong guess costs a failed commit, never a corrup
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import os
-import secrets
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..memory.cachedir import cache_dir, load, store
+from ..memory.contents import ContentCache
 
 if TYPE_CHECKING:
-    from ..board.board import Board
-    from ..protocol.channel import SendSession
-    from ..target import Progress
-    from .plan import Action, LocalFile, Plan, Writer
+    from ..target import Progress, Target, Writer
+    from .plan import Action, Plan
+    from .scan import LocalFile
 
 #: A copy of ``(offset, length)`` bytes from the board's old copy, or literal bytes.
 Op = tuple[int, int] | bytes
 
-ID_PATH = "/.mpkick/id"
 LOCAL_BLOCK = 32  # both sides known: small blocks, then matches are extended byte by byte
 FRAME = 10  # bytes of framing per channel frame
-CACHE_LIMIT = 64 << 20  # per board: a cache that only grows would fill the user's disk
 
 
 @dataclass(frozen=True)
@@ -229,138 +222,53 @@ def parse_sigs(line: str, block: int) -> Signatures | None:
     return Signatures(int(size_text), block, weak, strong)
 
 
-# ------------------------------------------------------------------------- the board's memory
-
-
-class ContentCache:
-    """What this host last pushed to one board, by sha256; content-addressed, so an entry is
-    right whenever the board reports that hash, however old it is."""
-
-    def __init__(self, board_id: str) -> None:
-        self.folder = cache_dir("delta") / board_id
-        self._total: int | None = None  # bytes held, counted once, then kept up to date
-
-    def _path(self, digest: str) -> Path:
-        return self.folder / digest[:2] / digest
-
-    def get(self, digest: str | None) -> bytes | None:
-        if not digest or len(digest) != 64:
-            return None
-        path = self._path(digest)
-        data = load(path)
-        if data is None or hashlib.sha256(data).hexdigest() != digest:
-            return None  # a damaged entry is a miss, never a wrong base
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: pruned last
-        return data
-
-    def put(self, data: bytes) -> None:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self._path(digest)
-        if path.exists():
-            return
-        store(path, data)
-        if self._total is None:
-            self.prune()  # counts what is there; a push of 1,000 files lists the folder once
-        else:
-            self._total += len(data)
-            if self._total > CACHE_LIMIT:
-                self.prune()
-
-    def prune(self, limit: int = CACHE_LIMIT) -> None:
-        """Forget the least recently used entries past ``limit`` bytes."""
-        try:
-            files = [(st.st_mtime, st.st_size, p) for p in self.folder.glob("*/*")
-                     for st in (p.stat(),)]
-        except OSError:
-            return
-        total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= limit:
-                break
-            with contextlib.suppress(OSError):
-                path.unlink()
-            total -= size
-        self._total = total
-
-
-def board_id(board: Board) -> str:
-    """The id mpkick keeps on the board (made on first use), so caches follow the flash."""
-    known = "".join(c for c in board.caps.id or "" if c.isalnum())[:32]
-    if known:
-        return known  # it came with the capabilities: no exchange of its own
-    if not board.caps.hosts_agent:
-        # Plain firmware (a micro:bit) has no folder to keep an id in: its chip id serves.
-        uid = board.info().uid
-        return uid or hashlib.sha256(board.transport.name.encode()).hexdigest()[:16]
-    fresh = secrets.token_hex(8)
-    text = board.exec(
-        "try:\n"
-        f" f = open({ID_PATH!r})\n"
-        " print(f.read().strip())\n"
-        " f.close()\n"
-        "except OSError:\n"
-        " import os\n"
-        " try:\n"
-        "  os.mkdir('/.mpkick')\n"
-        " except OSError:\n"
-        "  pass\n"
-        f" f = open({ID_PATH!r}, 'w')\n"
-        f" f.write({fresh!r})\n"
-        " f.close()\n"
-        f" print({fresh!r})\n").decode("ascii", "replace").strip()
-    return "".join(c for c in text if c.isalnum())[:32] or fresh
-
-
 # ------------------------------------------------------------------------- the sender
 
 
 class DeltaSender:
-    """Sends changed files as deltas inside a ``Board.session()``.
+    """Sends changed files as deltas through a target's writer.
 
-    Call ``prepare`` before opening the session with every file about to be sent (the board's
+    Call ``prepare`` before opening the writer with every file about to be sent (the target's
     signatures for files without a remembered base come in one exchange), then ``put`` for each.
     """
 
-    def __init__(self, board: Board, cache: ContentCache | None = None) -> None:
-        self.board = board
-        self.cache = cache or ContentCache(board_id(board))
+    def __init__(self, target: Target, cache: ContentCache | None = None) -> None:
+        self.target = target
+        self.cache = cache or ContentCache(target.identity())
         self.sigs: dict[str, Signatures] = {}
         self.stats = DeltaStats()
-        caps = board.caps
-        self.can_sign = caps.crc32 and caps.hashlib and caps.buffer
+        self.features = target.features
 
     def prepare(self, files: Iterable[tuple[str, str | None, int]]) -> None:
-        """``files``: (board path, the board's sha256 or None, the board's size)."""
+        """``files``: (target path, the target's sha256 or None, the target's size)."""
         want = [(path, sig_block(size)) for path, digest, size in files
-                if digest and size >= 1024 and self.can_sign and self.cache.get(digest) is None]
+                if digest and size >= 1024 and self.features.delta
+                and self.cache.get(digest) is None]
         if not want:
             return
-        self.board.load_part("mpkick_sigs")
-        text = self.board.call("mk_sigs", want, timeout=120).decode("ascii", "replace")
-        for (path, block), line in zip(want, text.splitlines(), strict=False):
+        for (path, block), line in zip(want, self.target.signatures(want), strict=False):
             sig = parse_sigs(line, block)
             if sig is not None:
                 self.sigs[path] = sig
 
-    def put(self, session: SendSession, path: str, data: bytes, old_digest: str | None,
+    def put(self, writer: Writer, path: str, data: bytes, old_digest: str | None,
             progress: Progress | None = None) -> str:
         """Send ``data`` to ``path``, as a delta where that is cheaper; return the mode."""
-        chunk = self.board.caps.chunk
+        chunk = self.features.frame
         ops: list[Op] | None = None
         mode = "whole"
         old = self.cache.get(old_digest)
-        if old is not None:
+        if old is not None and self.features.delta:
             ops, mode = diff(old, data), "warm"
         elif path in self.sigs:
             ops, mode = match(self.sigs.pop(path), data), "cold"
         if ops is not None and wire_cost(ops, chunk) >= whole_cost(data, chunk):
             ops, mode = None, "whole"
         if ops is None:
-            session.put(path, data, progress)
+            writer.put(path, data, progress)
             self.stats.literal += len(data)
         else:
-            session.put_delta(path, ops, data, progress)
+            writer.put_delta(path, ops, data, progress)
             for op in ops:
                 if isinstance(op, tuple):
                     self.stats.copied += op[1]
@@ -374,27 +282,26 @@ class DeltaSender:
 class DeltaTransfer:
     """``sync.apply``'s ``transfer`` hook: updates travel as deltas, every write is remembered.
 
-    Make it and call ``prepare(plan)`` before the session opens (``push.kick`` does): both
-    talk to the board, which they cannot do once the session holds the link.
+    Make it and call ``prepare(plan)`` before the writer opens (``push.kick`` does): both
+    talk to the target, which they cannot do once a board's session holds the link. Only a
+    target with strong hashes gets one: a weak sum can never vouch for a delta's base.
     """
 
-    def __init__(self, board: Board, cache: ContentCache | None = None) -> None:
-        self.board = board
+    def __init__(self, target: Target, cache: ContentCache | None = None) -> None:
+        self.target = target
         self.cache = cache
         self.sender: DeltaSender | None = None
 
     def prepare(self, plan: Plan) -> None:
-        if not plan.writes or not self.board.caps.hashlib:  # weak checks: never trust a base
+        if not plan.writes or not self.target.features.strong_hashes:
             return
         if self.sender is None:
-            self.sender = DeltaSender(self.board, self.cache)
+            self.sender = DeltaSender(self.target, self.cache)
         self.sender.prepare([(a.path, a.old_sha256, a.old_size) for a in plan.of("update")])
 
     def __call__(self, writer: Writer, action: Action, file: LocalFile,
                  progress: Progress) -> None:
-        from ..protocol.channel import SendSession
-
-        if self.sender is None or not isinstance(writer, SendSession):
+        if self.sender is None:
             writer.put(action.path, file.data, progress)
             return
         self.sender.put(writer, action.path, file.data,

@@ -35,6 +35,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def hard_reset(self) -> bool:
+        """Reset the board the way only this link can (the virtual board's power cut);
+        False when the link has no such way and the board must reset itself."""
+        return False
+
     def pulse_reset(self) -> str:
         """Hard-reset the board through a reset line; what was done, in words. A link
         without modem-control lines has none."""

@@ -49,6 +49,10 @@ class SimTransport(Transport):
             raise ConnectError(self.board.error or "the virtual board was unplugged")
         return data
 
+    def hard_reset(self) -> bool:
+        self.board.power_cut()
+        return True
+
     def close(self) -> None:
         try:
             self._sock.close()

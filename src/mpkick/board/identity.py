@@ -1,0 +1,42 @@
+"""The id mpkick keeps on a board, so what the host remembers follows the flash, not the port."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import TYPE_CHECKING
+
+from ..target import META
+
+if TYPE_CHECKING:
+    from .board import Board
+
+ID_PATH = META + "/id"
+
+
+def board_id(board: Board) -> str:
+    """The board's id (made on first use); it usually comes with the capabilities for free."""
+    known = "".join(c for c in board.caps.id or "" if c.isalnum())[:32]
+    if known:
+        return known
+    if not board.caps.hosts_agent:
+        # Plain firmware (a micro:bit) has no folder to keep an id in: its chip id serves.
+        uid = board.info().uid
+        return uid or hashlib.sha256(board.transport.name.encode()).hexdigest()[:16]
+    fresh = secrets.token_hex(8)
+    text = board.exec(
+        "try:\n"
+        f" f = open({ID_PATH!r})\n"
+        " print(f.read().strip())\n"
+        " f.close()\n"
+        "except OSError:\n"
+        " import os\n"
+        " try:\n"
+        f"  os.mkdir({META!r})\n"
+        " except OSError:\n"
+        "  pass\n"
+        f" f = open({ID_PATH!r}, 'w')\n"
+        f" f.write({fresh!r})\n"
+        " f.close()\n"
+        f" print({fresh!r})\n").decode("ascii", "replace").strip()
+    return "".join(c for c in text if c.isalnum())[:32] or fresh
