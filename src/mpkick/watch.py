@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
 from .ignore import IgnoreRules
@@ -274,9 +275,9 @@ class Watcher:
             self._stage += 1
 
 
-def watch(url: str, src: Path, dest: str = "/", **options: object) -> None:
+def watch(url: str, src: Path, dest: str = "/", **options: Any) -> None:
     """Watch ``src`` and keep the board in step until Ctrl-C (or ``stop``); see ``Watcher``."""
-    Watcher(url, src, dest, **options).run()  # type: ignore[arg-type]
+    Watcher(url, src, dest, **options).run()
 
 
 def _describe(exc: BaseException) -> str:

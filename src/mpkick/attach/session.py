@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..board import agent
 from ..errors import BoardError, InputError, MpkickError
@@ -19,6 +19,7 @@ from .wire import LISTING_INLINE_MAX, MODULE, PRECOMPILE_MAX
 
 if TYPE_CHECKING:
     from ..board.board import Board
+    from ..watch import Event
 
 Stream = Callable[[bytes], None]
 
@@ -276,9 +277,9 @@ class Attachment:
 
 
 @contextlib.contextmanager
-def attached(board: Board, folders: Sequence[Folder], **options: object) -> Iterator[Attachment]:
+def attached(board: Board, folders: Sequence[Folder], **options: Any) -> Iterator[Attachment]:
     """``folders`` attached to ``board`` for the ``with`` block; detached after."""
-    session = Attachment(board, folders, **options)  # type: ignore[arg-type]
+    session = Attachment(board, folders, **options)
     try:
         session.start()
         yield session
@@ -287,7 +288,7 @@ def attached(board: Board, folders: Sequence[Folder], **options: object) -> Iter
 
 
 def watch_attached(board: Board, folders: Sequence[Folder], *, run: str | None = None,
-                   stop: threading.Event, on_event: Callable[[object], None],
+                   stop: threading.Event, on_event: Callable[[Event], None],
                    compile: bool = False, debounce: float = 0.05) -> None:
     """Run ``run`` (default: main.py as a board boots) with ``folders`` attached; every
     change on the host (not one the program made) restarts it from a soft reset, attached

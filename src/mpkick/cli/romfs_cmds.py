@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..compile.compiler import Compiler
     from ..fleet.parallel import BoardJob
     from ..fleet.selection import BoardRef
+    from ..ignore import IgnoreRules
     from ..romfs.source import RomTree
 
 
@@ -36,7 +37,7 @@ def romfs() -> None:
     """
 
 
-def _rules(src: Path, extra: tuple[str, ...]) -> object:
+def _rules(src: Path, extra: tuple[str, ...]) -> IgnoreRules:
     from ..ignore import IgnoreRules
 
     opts = common.options()
@@ -50,7 +51,7 @@ def _tree(src: Path, compiler: Compiler | None, board_mpy: int | None,
           extra: tuple[str, ...]) -> RomTree:
     from ..romfs.source import collect
 
-    tree = collect(src, compiler, _rules(src, extra), board_mpy)  # type: ignore[arg-type]
+    tree = collect(src, compiler, _rules(src, extra), board_mpy)
     if not common.options().quiet:
         for note in tree.notes:
             click.echo(f"mpkick: {note}", err=True)

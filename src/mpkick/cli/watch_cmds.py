@@ -100,7 +100,7 @@ def _watch_attached(dirs: tuple[str, ...], run_file: str | None, write: bool,
                 click.echo(f"attached {names}; every save restarts {run_file or 'main.py'} "
                            "(Ctrl-C to stop)", err=True)
             watch_attached(board, folders, run=run_file, stop=stop, compile=compile_,
-                           on_event=lambda e: render(e, opts.quiet))  # type: ignore[arg-type]
+                           on_event=lambda e: render(e, opts.quiet))
     finally:
         signal.signal(signal.SIGINT, previous)
     if not opts.quiet:
