@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..board import agent
 from ..errors import BoardError, InputError, MpkickError
-from ..protocol.repl import SOFT_REBOOT, error_from_traceback
+from ..protocol.repl import SOFT_REBOOT
+from ..protocol.tracebacks import error_from_traceback
 from .folders import Folder
 from .server import Server
 from .wire import LISTING_INLINE_MAX, MODULE, PRECOMPILE_MAX

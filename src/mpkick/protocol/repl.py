@@ -19,9 +19,9 @@ from ..errors import (
     MpkickError,
     NoAnswer,
     ProtocolError,
-    os_error,
 )
 from ..transport import Transport
+from .tracebacks import error_from_traceback
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 #: The raw REPL's banner up to its line end, where a link that is not 8-bit clean shows itself.
@@ -40,11 +40,6 @@ UNPASTED_BUFFER = 256
 #: On a cooked link, how long a CR may wait for the LF the link would send right after it.
 CR_GRACE = 0.3
 
-_ERRNO_NAMES = {"EPERM": 1, "ENOENT": 2, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12,
-                "EACCES": 13, "EEXIST": 17, "ENODEV": 19, "ENOTDIR": 20, "EISDIR": 21,
-                "EINVAL": 22, "EFBIG": 27, "ENOSPC": 28, "EROFS": 30, "ENAMETOOLONG": 36,
-                "ENOTEMPTY": 39, "ETIMEDOUT": 110}
-
 #: Without raw-paste, printable code goes in through this loader (see RawRepl._echo_send).
 LOADER = (b"def _mk_r():\n import gc\n s=[]\n while 1:\n  l=input()\n  if l=='#.':break\n"
           b"  s.append(l)\n s='\\n'.join(s)\n gc.collect()\n exec(s,globals())")
@@ -54,30 +49,6 @@ ECHO_WINDOW = 16
 DAMAGE_RETRIES = 3
 ECHO_WAIT = 2.0  # seconds: an echo takes milliseconds, a lost byte forever
 _ECHOABLE = re.compile(rb"[\x20-\x7e\n]*")
-
-#: What older firmware says instead of an errno (the micro:bit's MicroPython 1.9).
-_OLD_MESSAGES = {"file not found": 2, "no more storage space": 28, "file exists": 17}
-
-
-def error_from_traceback(text: str) -> Exception:
-    """The exception a board's traceback stands for."""
-    lines = [ln.strip() for ln in text.replace("\r\n", "\n").strip().split("\n") if ln.strip()]
-    last = lines[-1] if lines else "Exception"
-    name, _, message = last.partition(":")
-    message = message.strip()
-    if name in ("OSError", "FileNotFoundError", "IsADirectoryError") or (name.endswith("Error") \
-            and name.startswith("OSError")):
-        m = re.match(r"\[Errno (\d+)\]\s*(\S*)\s*(.*)", message) or re.match(r"(-?\d+)$", message)
-        if m:
-            code = abs(int(m.group(1)))
-            path = m.group(3) if m.lastindex and m.lastindex >= 3 else ""
-            return os_error(code, path)
-        named = _ERRNO_NAMES.get(message.split(" ")[0]) or _OLD_MESSAGES.get(message.lower()) \
-            if message else None
-        if named:
-            return os_error(named, "")
-    return BoardError(name, message, text)
-
 
 class RawRepl:
     """One board's REPL, driven in raw mode."""
