@@ -208,3 +208,16 @@ def test_watch_with_run_on_a_target_that_runs_no_code_says_so(project: Path,
     open_image(str(img), create=True).close()
     with pytest.raises(InputError, match="does not run code"):
         Watcher(f"image:{img}", project, "/", run="main.py").run()
+
+
+def test_watch_run_on_an_image_is_one_line_from_the_cli(project: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from mpkick.cli import main
+    from mpkick.image.target import open_image
+
+    img = tmp_path / "fs.img"
+    open_image(str(img), create=True).close()
+    assert main(["-p", f"image:{img}", "watch", str(project), "--run", "main.py"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mpkick: ") and "does not run code" in err[-1]
+    assert "Traceback" not in "\n".join(err)

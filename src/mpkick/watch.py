@@ -99,6 +99,7 @@ class Watcher:
         self.runner: CodeRunner | None = None
         self.changes: queue.Queue[set[str]] = queue.Queue()
         self.ready = threading.Event()  # set once the first sync is done (tests wait on it)
+        self._watching = threading.Event()  # set once file events are being delivered
         self._running = False
         self._failed = False
         self._pending = bytearray()
@@ -120,6 +121,8 @@ class Watcher:
         thread = threading.Thread(target=self._watch_files, name="mpkick-watch", daemon=True)
         thread.start()
         try:
+            # A save between the first scan and a live watch would be lost: wait for it.
+            self._watching.wait(10)
             self._open()
             self._guarded(lambda: self._sync(resync=False))
             self.ready.set()
@@ -162,10 +165,13 @@ class Watcher:
                 return False
             return not self.rules.ignored(rel, Path(path).is_dir())
 
+        # An empty batch after each quiet 200 ms: the first one says the watch is live.
         for batch in watchfiles.watch(root, watch_filter=wanted, stop_event=self.stop,
                                       debounce=self.debounce_ms, step=20, rust_timeout=200,
-                                      yield_on_timeout=False, raise_interrupt=False):
-            self.changes.put({p for _c, p in batch})
+                                      yield_on_timeout=True, raise_interrupt=False):
+            self._watching.set()
+            if batch:
+                self.changes.put({p for _c, p in batch})
 
     def _take_changes(self) -> set[str] | None:
         try:

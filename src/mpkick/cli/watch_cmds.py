@@ -63,9 +63,9 @@ def watch_cmd(src: Path, dest: str, delete: bool, run_file: str | None, reset: b
 
     opts = common.options()
     url = opts.resolved_port()
-    if url.startswith("image:"):
-        raise InputError(f"{url} is an image file: watch needs a board")
     if attach_dirs:
+        if url.startswith("image:"):
+            raise InputError(f"{url} is an image file: --attach needs a board to run code")
         _watch_attached(attach_dirs, run_file, write, compile_)
         return
     if not src.is_dir():
