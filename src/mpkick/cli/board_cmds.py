@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..target import Entry, Target, makedirs, norm, remove_tree
+from ..target import META, Entry, Target, is_within, makedirs, norm, remove_tree
 from ..units import human
 from . import cli, fleet_cmds
 from .attach_cmds import attach_option, attached_board
@@ -60,7 +60,7 @@ def _listing(target: Target, path: str, recursive: bool) -> list[Entry]:
     entry = target.stat(path)
     if not entry.is_dir:
         return [entry]
-    entries = [e for e in target.tree(path) if not e.path.startswith("/.mpkick")]
+    entries = [e for e in target.tree(path) if not is_within(e.path, META)]
     if not recursive:
         entries = [e for e in entries if posixpath.dirname(e.path) == path]
     return sorted(entries, key=lambda e: e.path)
