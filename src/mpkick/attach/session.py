@@ -46,7 +46,7 @@ class Attachment:
         if compile:
             from ..compile.compiler import Compiler
 
-            mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', None)")
+            mpy = board.info().mpy
             compiler = Compiler.for_board(mpy, mpy_cross)
         caps = board.caps
         self.server = Server(self.folders, self._send, wbits=caps.wbits,
@@ -56,20 +56,8 @@ class Attachment:
 
     def _check_board(self) -> None:
         """A one-line refusal for firmware that cannot mount a Python VFS (micro:bit ...)."""
-        ok, _, home = self.board.exec(
-            "try:\n import vfs as _v\nexcept ImportError:\n import os as _v\n"
-            "import sys\ntry:\n import select as _s, io as _i\n"
-            " _ok = hasattr(_v, 'mount') and hasattr(_s, 'poll') and hasattr(sys, 'stdin') and "
-            "hasattr(sys.stdin, 'buffer') and hasattr(_i, 'IOBase')\n"
-            "except Exception:\n _ok = _s = _i = False\nprint(_ok)\n"
-            # A folder an earlier host left mounted when it died unnoticed: let it go.
-            "try:\n import os\n for _o, _p in _v.mount():\n"
-            "  if type(_o).__name__ == '_Folder':\n   _v.umount(_p)\n"
-            "   if _p in sys.path: sys.path.remove(_p)\n"
-            "   if os.getcwd().startswith(_p): os.chdir('/')\nexcept Exception:\n pass\n"
-            "del _v, _s, _i, _ok\n"
-            "try:\n print(repr((os.getcwd(), sys.path)))\nexcept Exception:\n"
-            " print(None)").decode().strip().partition("\n")
+        report = self.board.exec(agent.board_source("mpkick_attach_check")).decode()
+        ok, _, home = report.strip().partition("\n")
         self.home = home.strip()  # the cwd and sys.path to give back, before mpkick's own
         if ok.strip() != "True":
             raise InputError("this board's firmware cannot attach a host folder (it lacks "
