@@ -6,12 +6,10 @@ import hashlib
 import secrets
 from typing import TYPE_CHECKING
 
-from ..target import META
+from . import agent
 
 if TYPE_CHECKING:
     from .board import Board
-
-ID_PATH = META + "/id"
 
 
 def board_id(board: Board) -> str:
@@ -24,19 +22,6 @@ def board_id(board: Board) -> str:
         uid = board.info().uid
         return uid or hashlib.sha256(board.transport.name.encode()).hexdigest()[:16]
     fresh = secrets.token_hex(8)
-    text = board.exec(
-        "try:\n"
-        f" f = open({ID_PATH!r})\n"
-        " print(f.read().strip())\n"
-        " f.close()\n"
-        "except OSError:\n"
-        " import os\n"
-        " try:\n"
-        f"  os.mkdir({META!r})\n"
-        " except OSError:\n"
-        "  pass\n"
-        f" f = open({ID_PATH!r}, 'w')\n"
-        f" f.write({fresh!r})\n"
-        " f.close()\n"
-        f" print({fresh!r})\n").decode("ascii", "replace").strip()
+    out = board.exec(f"_n = {fresh!r}\n" + agent.board_source("mpkick_id"))
+    text = out.decode("ascii", "replace").strip()
     return "".join(c for c in text if c.isalnum())[:32] or fresh
