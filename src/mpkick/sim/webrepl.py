@@ -38,6 +38,7 @@ from typing import Any
 from ..errors import ConnectError
 from ..transport.websocket import WebSocketTransport
 from .options import SimOptions
+from .shaping import NetLink
 from .supervisor import VirtualBoard
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -54,22 +55,6 @@ OP_TIMEOUT = 30.0
 _WRITES = re.compile(rb"(\r\n|>>> |\.\.\. )")
 PIECE = 16384  # file bytes per hidden exec
 BOOT_WAIT = 10.0  # longest a new client waits for a rebooting board
-
-
-class Link:
-    """One direction of the network: bytes leave at ``rate`` and arrive ``latency`` later."""
-
-    def __init__(self, latency: float, rate: int) -> None:
-        self.latency = latency
-        self.rate = rate
-        self._free = 0.0
-
-    def due(self, n: int) -> float:
-        now = time.monotonic()
-        if self.rate:
-            self._free = max(self._free, now) + n / self.rate
-            return self._free + self.latency
-        return now + self.latency
 
 
 def frame(payload: bytes, opcode: int) -> bytes:
@@ -393,8 +378,8 @@ class _Client:
         self.authenticated = False
         self._out: queue.Queue[tuple[float, bytes | None]] = queue.Queue(256)
         self._in: queue.Queue[tuple[float, bytes | None]] = queue.Queue(256)
-        self._up = Link(server.latency, server.rate)
-        self._down = Link(server.latency, server.rate)
+        self._up = NetLink(server.latency, server.rate)
+        self._down = NetLink(server.latency, server.rate)
         self._gone = threading.Event()
         self._typed = bytearray()
         self._bin = bytearray()
