@@ -113,3 +113,29 @@ def test_a_full_flash_is_one_line(tmp_path: Path, capsys) -> None:
     assert err.startswith("mpkick: ") and err.count("\n") == 1
     assert main(["-p", url, "ls"]) == 0
     assert "big.bin" not in capsys.readouterr().out  # nothing half-written is left
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["ls", "--no-such-option"], 2),  # click: an unknown option
+    (["image", "ls"], 2),  # click: a missing argument
+    (["push", "--jobs", "0"], 2),  # click: a value out of range (BadParameter)
+    (["image", "build", "no-such-folder", "-o", "x.img"], 2),  # click.Path: no such folder
+    (["no-such-command"], 2),
+    (["get", "only-one-path"], 2),  # the command's own UsageError
+    (["image", "ls", "-p", "sim://", "fs.img"], 2),  # a twin names its image, not a port
+    (["umount", "."], 1),  # mount_cmds: not a mount point
+    (["-p", "image:fs.img", "mount", "."], 1),  # mount_cmds: a folder that holds files
+    (["image", "df", "no-such.img"], 1),  # MpkickError
+], ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
+def test_every_mistake_is_one_mpkick_line_through_the_real_cli(
+        tmp_path: Path, argv: list[str], code: int) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "a-file").write_text("x")  # the folder is not empty
+    done = subprocess.run([sys.executable, "-m", "mpkick", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr and "Usage:" not in done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("mpkick: "), done.stderr
+    assert not done.stderr.startswith("mpkick: Error")

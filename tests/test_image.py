@@ -475,6 +475,17 @@ def test_cli_build_refuses_what_cannot_work(tmp_path: Path, source: tuple[Path, 
     assert not (tmp_path / "x.img").exists()
 
 
+@pytest.mark.parametrize(("name", "args"), [
+    ("ls", []), ("ls", ["/lib"]), ("ls", ["-l", "/lib/util.py"]), ("ls", ["-l", "-r"]),
+    ("tree", []), ("tree", ["/lib"]), ("df", []), ("cat", ["/main.py", "/boot.py"]),
+])
+def test_an_image_twin_prints_exactly_what_the_generic_command_prints_on_the_image(
+        image: Path, capsys: pytest.CaptureFixture[str], name: str, args: list[str]) -> None:
+    twin = run(capsys, "image", name, str(image), *args)
+    assert twin
+    assert twin == run(capsys, "-p", f"image:{image}", name, *args)
+
+
 def test_cli_ls_lists_one_folder(image: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "image", "ls", str(image)).split() == [
         "boot.py", "data/", "empty-folder/", "lib/", "main.py"]
@@ -485,11 +496,29 @@ def test_cli_ls_lists_one_folder(image: Path, capsys: pytest.CaptureFixture[str]
     assert long.rstrip().endswith("util.py")
 
 
+def test_cli_ls_shows_times_in_utc_whatever_the_host_zone(
+        image: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    with open_image(str(image)) as target:
+        mtime = target.stat("/main.py").mtime
+    assert mtime is not None
+    expected = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+    try:
+        for zone in ("UTC0", "FAR-13:45"):  # POSIX zones (no tz database): UTC and UTC+13:45
+            monkeypatch.setenv("TZ", zone)
+            time.tzset()
+            assert expected in run(capsys, "image", "ls", "-l", str(image), "/main.py")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_cli_tree_shows_everything(image: Path, source: tuple[Path, dict],
                                    capsys: pytest.CaptureFixture[str]) -> None:
     out = run(capsys, "image", "tree", str(image))
     assert out.splitlines()[0] == "/"
-    assert "        blob.bin  (102400)" in out.splitlines()
+    assert any(line.endswith("blob.bin  (100.0 KiB)") for line in out.splitlines())
     for rel in source[1]:
         assert Path(rel).name in out
 
@@ -509,8 +538,9 @@ def test_cli_get_and_extract_copy_files_out(tmp_path: Path, image: Path,
     assert (tmp_path / "lib-copy" / "deep" / "er" / "blob.bin").read_bytes() == content[
         "lib/deep/er/blob.bin"]
     (tmp_path / "into").mkdir()
-    run(capsys, "image", "get", str(image), "/main.py", str(tmp_path / "into"))
+    run(capsys, "image", "get", str(image), "/main.py", "/boot.py", str(tmp_path / "into"))
     assert (tmp_path / "into" / "main.py").read_bytes() == content["main.py"]
+    assert (tmp_path / "into" / "boot.py").read_bytes() == content["boot.py"]
 
     run(capsys, "image", "extract", str(image), str(tmp_path / "all"))
     for rel, data in content.items():
@@ -522,14 +552,23 @@ def test_cli_get_and_extract_copy_files_out(tmp_path: Path, image: Path,
 
 def test_cli_df_and_info_report_the_geometry(image: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from mpkick.units import human
+
     with open_image(str(image)) as target:
         usage = target.usage()
     df = run(capsys, "image", "df", str(image)).splitlines()
-    assert df[1].split()[:3] == [str(usage.total), str(usage.total - usage.free),
-                                 str(usage.free)]
+    assert df[1].split()[:4] == [*human(usage.total).split(), *human(usage.total -
+                                                                       usage.free).split()]
     info = run(capsys, "image", "info", str(image))
     assert "block size:   4096" in info and "block count:  128" in info
     assert "littlefs:     v2.0" in info
+
+
+def test_a_twin_takes_no_port_option_since_its_image_is_the_target(
+        image: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["image", "ls", "-p", "sim://", str(image)]) != 0
+    assert "-p" in capsys.readouterr().err
 
 
 def test_every_image_command_has_help_with_an_example() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from mpkick.board.board import Board
 from mpkick.errors import ConnectError, InputError, PortBusy
-from mpkick.sim import supervisor
+from mpkick.sim import process
 from mpkick.sim.options import parse_url
 from mpkick.sim.supervisor import VirtualBoard
 
@@ -97,7 +97,7 @@ def test_a_board_in_the_raw_repl_comes_back_in_it_after_soft_reboot(wire) -> Non
 def test_ctrl_c_interrupts_running_code_and_is_data_otherwise(
         wire, proc: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if proc != "with /proc":  # then the launcher alone tells an interrupt from data
-        monkeypatch.setattr(supervisor, "_sigint_caught", lambda pid: None)
+        monkeypatch.setattr(process, "sigint_caught", lambda pid: None)
     w, _ = wire
     w.expect(b">>> ")
     w.send(b"\x01")
@@ -222,7 +222,7 @@ def test_a_killed_supervisor_takes_its_board_down_with_it(tmp_path: Path) -> Non
     script = ("import sys, time\nfrom mpkick.board.board import Board\n"
               f"b = Board.connect('sim://{tmp_path}/f.img')\n"
               "b.repl.send_code(b'while True:\\n    pass')\n"  # busy, deaf to its pty
-              "print(b.transport.board._proc.pid, flush=True)\ntime.sleep(60)\n")
+              "print(b.transport.board.pid, flush=True)\ntime.sleep(60)\n")
     host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert host.stdout is not None
     child = int(host.stdout.readline())

@@ -46,8 +46,18 @@ from . import (  # noqa: E402
 )
 
 
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()).rstrip(".")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code instead of exiting, so tests can call it."""
+    """Run the command line; return the exit code instead of exiting, so tests can call it.
+
+    This is the one error boundary: whatever went wrong, the user reads one line,
+    ``mpkick: ...``, never a traceback nor click's ``Usage: ... Error: ...`` block. A usage
+    mistake (an unknown option, a missing argument, a bad value) keeps click's exit code 2,
+    as shells and scripts expect, and names the command's --help; every other error is 1.
+    """
     from ..errors import MpkickError
 
     try:
@@ -60,8 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         click.echo("mpkick: interrupted", err=True)
         return 130
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # `mpkick image` alone: its help
         exc.show()
+        return exc.exit_code
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        click.echo(f"mpkick: {_one_line(exc.format_message())}{where}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"mpkick: {_one_line(exc.format_message())}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("mpkick: interrupted", err=True)

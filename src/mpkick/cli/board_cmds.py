@@ -66,6 +66,14 @@ def _listing(target: Target, path: str, recursive: bool) -> list[Entry]:
     return sorted(entries, key=lambda e: e.path)
 
 
+def _when(mtime: int | None) -> str:
+    """A file's time as UTC, never shifted into the host's zone. A board keeps no time zone
+    (MicroPython's ``time.localtime()`` and ``time.gmtime()`` agree; ``ntptime`` sets the clock
+    to UTC), so this shows the time the board's own clock stamped, the same on every host, for
+    a board and an image alike (an image built here is stamped with the host's UTC time)."""
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime)) if mtime else " " * 16
+
+
 @cli.command("ls")
 @click.argument("path", default="/")
 @click.option("-l", "long", is_flag=True, help="Show sizes and times")
@@ -80,8 +88,7 @@ def ls_cmd(path: str, long: bool, recursive: bool) -> None:
         name = e.path if recursive or e.path == path else posixpath.basename(e.path)
         name += "/" if e.is_dir else ""
         if long:
-            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.mtime)) if e.mtime else " " * 16
-            out(f"{'' if e.is_dir else e.size:>9}  {when}  {name}")
+            out(f"{'' if e.is_dir else e.size:>9}  {_when(e.mtime)}  {name}")
         else:
             out(name)
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import posixpath
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..units import human
-from . import cli, common
+from . import board_cmds, cli, common  # noqa: F401 (board_cmds: the commands twinned here)
 from .common import common_options
 
 if TYPE_CHECKING:
@@ -26,16 +24,44 @@ def _size(text: str) -> int:
     return parse_size(text)
 
 
-def _when(mtime: int | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime)) if mtime is not None else "-"
-
-
 @cli.group("image")
 def image() -> None:
     """littlefs images on the host: build one from a folder, look inside, take files out.
 
     An image is also a target for every other command: mpkick -p image:fs.img push src /
     """
+
+
+#: The options that name or reach a board: IMG takes their place.
+TARGET_OPTIONS = {"ports", "password", "dtr", "rts"}
+
+
+def _twin(name: str, example: str) -> None:
+    """``image NAME IMG ARGS...`` is ``-p image:IMG NAME ARGS...``: the board command itself,
+    with its options, on the image as its target, so both print exactly the same (one
+    formatting path; an image is a target like a board). Kept for the habit of naming the
+    image after the command."""
+    from ..open import IMAGE
+
+    command = cli.commands[name]
+
+    def callback(img: str, **kwargs: Any) -> Any:
+        common.options().ports[:] = [IMAGE + img]  # the image named here is the target
+        assert command.callback is not None
+        return command.callback(**kwargs)
+
+    own = [p for p in command.params if p.name not in TARGET_OPTIONS]
+    image.add_command(click.Command(
+        name, params=[click.Argument(["img"]), *own], callback=callback,
+        help=f"The same as mpkick -p image:IMG {name}: {command.help or ''}",
+        short_help=f"The same as mpkick -p image:IMG {name}", epilog=common.example(example)))
+
+
+_twin("ls", "mpkick image ls -l fs.img /lib")
+_twin("tree", "mpkick image tree fs.img")
+_twin("cat", "mpkick image cat fs.img /main.py")
+_twin("get", "mpkick image get fs.img /lib ./lib-from-image")
+_twin("df", "mpkick image df fs.img")
 
 
 @image.command("build", epilog=common.example(
@@ -84,77 +110,6 @@ def build(src: Path, out: str, size: str | None, block_size: int | None,
                    f"{human(result.usage.total)} ({bsize}-byte blocks)")
 
 
-@image.command("ls", epilog=common.example("mpkick image ls -l fs.img /lib"))
-@click.argument("img")
-@click.argument("path", default="/")
-@click.option("-l", "long", is_flag=True, help="Show size and modification time")
-def ls(img: str, path: str, long: bool) -> None:
-    """List the folder PATH (default /) inside image IMG."""
-    from ..image.target import open_image
-    from ..target import norm
-
-    with open_image(img) as target:
-        entry = target.stat(path)
-        if entry.is_dir:
-            here = norm(path)
-            entries = [e for e in target.tree(here) if posixpath.dirname(e.path) == here]
-        else:
-            entries = [entry]
-    for e in entries:
-        name = posixpath.basename(e.path) + ("/" if e.is_dir else "")
-        if long:
-            size = "" if e.is_dir else str(e.size)
-            click.echo(f"{size:>10}  {_when(e.mtime):16}  {name}")
-        else:
-            click.echo(name)
-
-
-@image.command("tree", epilog=common.example("mpkick image tree fs.img"))
-@click.argument("img")
-@click.argument("path", default="/")
-def tree(img: str, path: str) -> None:
-    """Show every folder and file inside image IMG, with sizes."""
-    from ..image.target import open_image
-    from ..target import norm
-
-    with open_image(img) as target:
-        root = norm(path)
-        entries = target.tree(root)
-    click.echo(root)
-    base = root.rstrip("/").count("/")
-    for e in entries:
-        indent = "  " * (e.path.count("/") - base)
-        name = posixpath.basename(e.path)
-        click.echo(f"{indent}{name}/" if e.is_dir else f"{indent}{name}  ({e.size})")
-
-
-@image.command("cat", epilog=common.example("mpkick image cat fs.img /main.py"))
-@click.argument("img")
-@click.argument("path")
-def cat(img: str, path: str) -> None:
-    """Write the content of file PATH inside image IMG to standard output, byte for byte."""
-    from ..image.target import open_image
-
-    with open_image(img) as target:
-        data = target.read(path)
-    click.echo(data, nl=False)
-
-
-@image.command("get", epilog=common.example("mpkick image get fs.img /lib ./lib-from-image"))
-@click.argument("img")
-@click.argument("src")
-@click.argument("dest", type=click.Path(path_type=Path))
-def get(img: str, src: str, dest: Path) -> None:
-    """Copy file or folder SRC out of image IMG to DEST on this computer."""
-    from ..image.build import copy_out
-    from ..image.target import open_image
-
-    with open_image(img) as target:
-        written = copy_out(target, src, dest)
-    if not common.options().quiet:
-        click.echo(f"{len(written)} file(s) copied to {dest}")
-
-
 @image.command("extract", epilog=common.example("mpkick image extract fs.img ./board-files"))
 @click.argument("img")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
@@ -167,19 +122,6 @@ def extract(img: str, folder: Path) -> None:
         written = copy_out(target, "/", folder)
     if not common.options().quiet:
         click.echo(f"{len(written)} file(s) extracted to {folder}")
-
-
-@image.command("df", epilog=common.example("mpkick image df fs.img"))
-@click.argument("img")
-def df(img: str) -> None:
-    """Show the total, used and free space of image IMG."""
-    from ..image.target import open_image
-
-    with open_image(img) as target:
-        usage = target.usage()
-    used = usage.total - usage.free
-    click.echo(f"{'total':>10} {'used':>10} {'free':>10}  use%")
-    click.echo(f"{usage.total:>10} {used:>10} {usage.free:>10}  {100 * used // usage.total}%")
 
 
 @image.command("info", epilog=common.example("mpkick image info fs.img"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import InputError, MpkickError
 from . import cli, common
 
 
@@ -37,14 +38,14 @@ def _stale(mountpoint: Path) -> bool:
 def _prepare(mountpoint: Path) -> None:
     """Make the folder if missing; refuse one that is not empty, since the mount would hide it."""
     if os.path.ismount(mountpoint) or _stale(mountpoint):
-        raise click.ClickException(
+        raise InputError(
             f"{mountpoint} is already a mount point (maybe of a mount that died): "
             f"`mpkick umount {mountpoint}` first")
     mountpoint.mkdir(parents=True, exist_ok=True)
     if not mountpoint.is_dir():
-        raise click.ClickException(f"{mountpoint} is not a folder")
+        raise InputError(f"{mountpoint} is not a folder")
     if any(mountpoint.iterdir()):
-        raise click.ClickException(
+        raise InputError(
             f"{mountpoint} is not empty: `mpkick mount` shows the board's files in a host "
             f"folder; to put this folder on the board (what `mpremote mount` does), use "
             f"`mpkick attach {mountpoint}`")
@@ -100,7 +101,7 @@ def unmount_command(mountpoint: Path, lazy: bool) -> list[str]:
         return ["umount", *(["-f"] if lazy else []), str(mountpoint)]
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool is None:
-        raise click.ClickException("no fusermount3 or fusermount: install fuse3")
+        raise MpkickError("no fusermount3 or fusermount: install fuse3")
     return [tool, "-uz" if lazy else "-u", str(mountpoint)]
 
 
@@ -112,10 +113,10 @@ def unmount_command(mountpoint: Path, lazy: bool) -> list[str]:
 def umount_cmd(mountpoint: Path, lazy: bool) -> None:
     """Unmount what `mpkick mount` mounted; buffered changes are written first."""
     if not (os.path.ismount(mountpoint) or _stale(mountpoint)):
-        raise click.ClickException(f"{mountpoint} is not mounted")
+        raise InputError(f"{mountpoint} is not mounted")
     done = subprocess.run(unmount_command(mountpoint, lazy), capture_output=True, text=True)
     if done.returncode:
         said = (done.stderr or done.stdout).strip().splitlines()
         hint = "" if lazy else "; if a shell or editor is using it, close it or use --lazy"
-        raise click.ClickException(f"could not unmount {mountpoint}: "
-                                   f"{said[-1] if said else 'failed'}{hint}")
+        raise MpkickError(f"could not unmount {mountpoint}: "
+                          f"{said[-1] if said else 'failed'}{hint}")
