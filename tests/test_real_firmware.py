@@ -3,17 +3,17 @@
 Real boards are the judge: everything mpkick offers a flat board with a tiny heap is checked
 here on the firmware pupils run, reached through its pty exactly as a USB serial port is. What
 the firmware cannot do must end in one line that names what is missing. ``make test``
-installs QEMU and the firmware; under ``CI=true`` their absence fails the run.
+installs QEMU and the firmware; under ``CI=true`` their absence fails the run. One QEMU
+micro:bit serves the whole run (``microbit_port`` in conftest.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from needs import missing
 
 from mpkick import kick
 from mpkick.board.board import Board
@@ -26,18 +26,6 @@ MICROBIT = qemu.MACHINES["microbit"]
 PROJECT = {"main.py": "import helper\nhelper.hi()\n",
            "helper.py": "def hi():\n    print('hi from helper')\n",
            "data.bin": bytes(range(256)) * 6}
-
-
-@pytest.fixture(scope="module")
-def microbit_port() -> Iterator[str]:
-    """One QEMU micro:bit for the module (a boot takes a while); each test empties it."""
-    reason = qemu.missing(MICROBIT)
-    if reason:
-        missing(reason)
-    board = qemu.QemuBoard(MICROBIT)
-    port = board.start()
-    yield port
-    board.close()
 
 
 @pytest.fixture
