@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from needs import IN_CI, missing
+from needs import IN_CI, Features, board_features, missing
 
 from mpkick.board.board import META, Board
 from mpkick.sim import qemu
@@ -53,6 +53,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sim_only(why): an assertion only the virtual board can "
                                        "make; skipped under --port")
+    config.addinivalue_line("markers", "board_needs(*features): what the test needs of its board "
+                                       "(needs.Features); skipped on a --port board without it")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -88,21 +90,38 @@ def port_url(request: pytest.FixtureRequest) -> str | None:
 
 
 def empty(url: str) -> None:
-    """Remove every file and folder on the board at ``url`` but mpkick's own /.mpkick."""
-    with Board.connect(url) as b:
+    """Soft-reset the board at ``url`` (what earlier tests imported is forgotten) and remove
+    every file and folder on it but mpkick's own /.mpkick."""
+    with Board.connect(url, soft_reset=True) as b:
         for entry in b.tree("/"):
             if posixpath.dirname(entry.path) == "/" and entry.path != META:
                 remove_tree(b, entry.path)
 
 
+@pytest.fixture(scope="session")
+def port_features(port_url: str | None) -> Features | None:
+    """What the board ``--port`` names can do (None without ``--port``: a fresh sim can all)."""
+    if port_url is None:
+        return None
+    with Board.connect(port_url) as b:
+        return board_features(b)
+
+
 @pytest.fixture
-def sim_url(tmp_path: Path, port_url: str | None) -> str:
+def sim_url(tmp_path: Path, port_url: str | None, request: pytest.FixtureRequest) -> str:
     """A fresh virtual board's URL (its flash image lives in the test's own folder); under
-    ``--port``, that board's, emptied."""
-    if port_url:
-        empty(port_url)
-        return port_url
-    return f"sim://{tmp_path / 'flash.img'}"
+    ``--port``, that board's, emptied, when it has what the test's ``board_needs`` names."""
+    if not port_url:
+        return f"sim://{tmp_path / 'flash.img'}"
+    marker = request.node.get_closest_marker("board_needs")
+    if marker is not None:
+        have = request.getfixturevalue("port_features")._asdict()
+        lacking = [name for name in marker.args if not have[name]]
+        if lacking:
+            pytest.skip(f"the board at --port {request.config.getoption('--port')} lacks "
+                        f"{', '.join(lacking)}")
+    empty(port_url)
+    return port_url
 
 
 @pytest.fixture

@@ -20,25 +20,15 @@ from typing import NamedTuple
 
 import pytest
 from memtarget import MemTarget
+from needs import Features, board_features
 
 from mpkick.board.board import META, Board
 from mpkick.errors import InputError, MpkickError
 from mpkick.image.target import open_image
 from mpkick.target import Target, is_within, makedirs, norm, remove_tree
 
-
-class Features(NamedTuple):
-    """What one target can do. Named as ``target.features`` will name it: when targets declare
-    their own, ``features()`` below returns ``target.features`` and this table goes."""
-
-    folders: bool  # paths below the root (os.mkdir)
-    atomic: bool  # a write cut short leaves the old content (written aside, renamed over)
-    strong_hashes: bool  # tree(hashes=True) carries each file's sha256
-    rename: bool  # rename(), replacing a file at the destination
-    usage: bool  # usage() reports total and free space (os.statvfs)
-    big_files: bool  # room for files of a few hundred kB (many binary frames)
-
-
+#: What each target can do. When targets declare ``target.features``, ``features()`` returns it
+#: and this table goes.
 FEATURES = {
     "sim": Features(folders=True, atomic=True, strong_hashes=True, rename=True, usage=True,
                     big_files=True),
@@ -66,10 +56,7 @@ def features(name: str, target: Target) -> Features:
     if name != "port":
         return FEATURES[name]
     assert isinstance(target, Board)
-    caps = target.caps
-    roomy = caps.statvfs and target.usage().free > 4 * BIG
-    return Features(folders=caps.mkdir, atomic=caps.rename, strong_hashes=caps.hashlib,
-                    rename=caps.rename, usage=caps.statvfs, big_files=roomy)
+    return board_features(target)
 
 
 def _targets(config: pytest.Config) -> list[str]:

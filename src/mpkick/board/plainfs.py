@@ -128,9 +128,11 @@ class PlainFs:
         tmp = name + ".mkt" if self.caps.rename else name
         want = file_digest(data, False)
         attempt = 0
+        told = _Told(progress)
         while True:
+            told.again()
             try:
-                sent = self._send(tmp, data, progress)
+                sent = self._send(tmp, data, told)
             except BoardError as exc:
                 sent = 0
                 self.exec("try:\n f.close()\nexcept Exception:\n pass")
@@ -200,6 +202,24 @@ class PlainFs:
         a, b = self.name(src), self.name(dst)
         self.exec(f"import os\ntry:\n os.remove({b!r})\nexcept OSError:\n pass\n"
                        f"os.rename({a!r},{b!r})")
+
+
+class _Told:
+    """Progress for a write that may be sent more than once: each byte is counted once."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress = progress
+        self.told = 0  # bytes the caller heard of
+        self.done = 0  # bytes this attempt sent
+
+    def again(self) -> None:
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None and self.done > self.told:
+            self.progress(self.done - self.told)
+            self.told = self.done
 
 
 class PlainSession:
