@@ -465,7 +465,6 @@ def test_aliases_are_shortcuts_for_command_lines(tmp_path: Path, monkeypatch, ca
 
 def test_image_flash_writes_every_board_after_one_question(tmp_path: Path, monkeypatch,
                                                            capsys) -> None:
-    pytest.importorskip("littlefs")
     src = tmp_path / "src"
     files = project(src)
     urls = sims(tmp_path, 2)
