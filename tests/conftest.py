@@ -9,7 +9,6 @@ cuts, fault injection, ``sim://`` options) are marked ``sim_only`` and skip ther
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,11 +16,10 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from needs import IN_CI, Features, board_features, missing
+from needs import IN_CI, Features, board_features, clear, missing
 
-from mpkick.board.board import META, Board
+from mpkick.board.board import Board
 from mpkick.sim import qemu
-from mpkick.target import remove_tree
 
 # Property tests draw the same examples on every CI run: a red CI is a real failure, never luck.
 settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -93,9 +91,7 @@ def empty(url: str) -> None:
     """Soft-reset the board at ``url`` (what earlier tests imported is forgotten) and remove
     every file and folder on it but mpkick's own /.mpkick."""
     with Board.connect(url, soft_reset=True) as b:
-        for entry in b.tree("/"):
-            if posixpath.dirname(entry.path) == "/" and entry.path != META:
-                remove_tree(b, entry.path)
+        clear(b)
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,13 @@ never a pass. A target's features say which specifications apply to it at all.
 from __future__ import annotations
 
 import os
+import posixpath
 from typing import NamedTuple
 
 import pytest
 
-from mpkick.board.board import Board
+from mpkick.board.board import META, Board
+from mpkick.target import Target, remove_tree
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -47,3 +49,11 @@ def board_features(board: Board) -> Features:
     return Features(folders=caps.mkdir, atomic=caps.rename, strong_hashes=caps.hashlib,
                     rename=caps.rename, usage=caps.statvfs,
                     big_files=caps.statvfs and board.usage().free >= ROOMY)
+
+
+def clear(target: Target) -> None:
+    """Remove every file and folder on ``target`` but mpkick's own /.mpkick: where each test
+    starts from."""
+    for entry in target.tree("/"):
+        if posixpath.dirname(entry.path) == "/" and entry.path != META:
+            remove_tree(target, entry.path)

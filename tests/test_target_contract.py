@@ -14,13 +14,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import posixpath
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import pytest
 from memtarget import MemTarget
-from needs import Features, board_features
+from needs import Features, board_features, clear
 
 from mpkick.board.board import META, Board
 from mpkick.errors import InputError, MpkickError
@@ -96,9 +95,7 @@ def connected(request: pytest.FixtureRequest,
 @pytest.fixture
 def subject(connected: Subject) -> Subject:
     """The module's target, emptied (mpkick's own /.mpkick on a board stays)."""
-    for entry in connected.target.tree("/"):
-        if posixpath.dirname(entry.path) == "/" and not is_within(entry.path, META):
-            remove_tree(connected.target, entry.path)
+    clear(connected.target)
     return connected
 
 
@@ -218,6 +215,8 @@ def test_tree_lists_every_entry_once_and_never_the_path_itself(subject: Subject)
     assert {e.path: e.size for e in fs.tree("/") if not e.is_dir and e.path in files} == \
         {p: len(d) for p, d in files.items()}
     assert fs.tree("/a/empty") == []
+    assert fs.stat("/a/b").is_dir
+    assert (fs.stat("/a/b/2.txt").is_dir, fs.stat("/a/b/2.txt").size) == (False, 2)
 
 
 def test_a_flat_tree_lists_every_file_once(fs: Target) -> None:
