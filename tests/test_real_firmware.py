@@ -154,6 +154,17 @@ def test_attach_says_in_one_line_that_the_firmware_cannot(
     assert code == 1 and err.count("\n") == 1 and "vfs.mount" in err and "push" in err
 
 
+def test_a_program_printing_without_end_is_stopped_on_connect(port: str) -> None:
+    """The firmware may miss the first Ctrl-C while it reboots; a board that then never falls
+    silent must still be interrupted again, not waited on for ever."""
+    with Board.connect(port) as b:
+        b.write("/main.py", b"while True:\n    print('busy')\n")
+        b.reset()
+    with Board.connect(port) as b:
+        assert b.eval("1 + 1") == 2
+        b.remove("/main.py")
+
+
 def test_a_missing_file_is_named(port: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, port, "cat", "nope.py")
     assert (code, err) == (1, "mpkick: /nope.py: No such file or directory\n")

@@ -174,9 +174,11 @@ class RawRepl:
         """The raw REPL's prompt. Its banner ends in CRLF from the firmware itself; a link
         that turns LF into CRLF makes that CR CR LF, and from then on is undone on every read:
         noticing costs no byte more than the prompt."""
-        # A program that prints without end is never silent: wait this long in all, then
-        # the caller interrupts it again.
-        seen = self.read_until(RAW_BANNER, timeout, what="the raw REPL prompt", limit=timeout)
+        # A program that prints without end is never silent: after a few times the wait for
+        # silence (a slow link may still be flushing a long output), the caller interrupts
+        # it again.
+        seen = self.read_until(RAW_BANNER, timeout, what="the raw REPL prompt",
+                               limit=4 * timeout)
         tail = self.read_exact(2, 2)
         if tail == b"\r\n" and not self.cooked:
             tail = b"\n" + self.read_exact(1, 2)  # CR (the link's) LF (the firmware's) >
