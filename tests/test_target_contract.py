@@ -226,13 +226,10 @@ def test_a_flat_tree_lists_every_file_once(fs: Target) -> None:
     assert sorted(user_files(fs)) == names
 
 
-def test_tree_of_a_file_or_of_nothing_is_refused(subject: Subject) -> None:
-    require(subject, "folders")
-    subject.target.write("/f", b"x")
-    with pytest.raises(NotADirectoryError):
-        subject.target.tree("/f")
-    with pytest.raises(FileNotFoundError):
-        subject.target.tree("/nothing")
+def test_tree_of_a_file_or_of_nothing_is_refused(fs: Target) -> None:
+    fs.write("/f", b"x")
+    _raises(NotADirectoryError, errno.ENOTDIR, lambda: fs.tree("/f"), "/f")
+    _raises(FileNotFoundError, errno.ENOENT, lambda: fs.tree("/nothing"), "/nothing")
 
 
 # --------------------------------------------------------------------------- mistakes

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import BoardError, InputError, ProtocolError
+from ..errors import BoardError, InputError, ProtocolError, os_error
 from ..protocol.channel import Caps, Stats, file_digest
 from ..protocol.repl import RawRepl
 from ..target import Entry, norm
@@ -77,8 +78,11 @@ class PlainFs:
         """Every entry below ``root``; with ``sums``, each file's weak sum as its digest."""
         root = norm(root)
         if not self.caps.mkdir and root != "/":
-            self.name(root)  # refuses folders
-            return []
+            try:
+                self.stat(root)  # refuses a folder path
+            except OSError as exc:
+                raise os_error(exc.errno or errno.ENOENT, root) from None
+            raise os_error(errno.ENOTDIR, root)  # a file at the top: nothing below it
         out = self.call("mk_ls", self.name(root) if self.caps.mkdir else "/", bool(sums),
                         needs=("mk_sum",), timeout=300)
         entries = []
