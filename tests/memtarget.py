@@ -7,6 +7,7 @@ make a target fail on purpose (``gone``), which a real board only does when unpl
 from __future__ import annotations
 
 import errno
+import hashlib
 import posixpath
 import threading
 import time
@@ -44,9 +45,12 @@ class MemTarget(LocalTarget):
     def tree(self, path: str = "/", hashes: bool = False) -> list[Entry]:
         self._enter("tree")
         path = norm(path)
+        if path not in self.dirs:
+            raise os_error(errno.ENOTDIR if path in self.files else errno.ENOENT, path)
         out = [Entry(d, True, 0, None) for d in self.dirs if d != path and is_within(d, path)]
-        out += [Entry(f, False, len(b), int(time.time())) for f, b in self.files.items()
-                if is_within(f, path)]
+        out += [Entry(f, False, len(b), int(time.time()),
+                      hashlib.sha256(b).hexdigest() if hashes else None)
+                for f, b in self.files.items() if is_within(f, path)]
         return sorted(out)
 
     def stat(self, path: str) -> Entry:

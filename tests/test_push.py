@@ -87,6 +87,7 @@ trees = st.dictionaries(
 @settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(files=trees)
+@pytest.mark.board_needs("folders")
 def test_any_tree_pushed_equals_the_board_byte_for_byte(board: Board, tmp_path_factory: Any,
                                                         files: dict[str, bytes]) -> None:
     # Each example pushes with --delete onto what the previous one left: any tree onto any tree.
@@ -97,20 +98,28 @@ def test_any_tree_pushed_equals_the_board_byte_for_byte(board: Board, tmp_path_f
     assert on_board(board) == on_host(src)
 
 
-def test_a_second_push_sends_no_file_data_in_one_small_exchange(board: Board,
-                                                                 tmp_path: Path) -> None:
+@pytest.mark.board_needs("folders")
+def test_a_second_push_sends_no_file_data(board: Board, tmp_path: Path) -> None:
     src = make(tmp_path / "p", PROJECT)
     first = kick(src=src, target=board)
     assert (first.created, first.bytes_sent) == (5, sum(len(v) for v in map(
         lambda d: d.encode() if isinstance(d, str) else d, PROJECT.values())))
-    before = counters(board)
     again = kick(src=src, target=board)
-    sent, received = (a - b for a, b in zip(counters(board), before, strict=True))
     assert (again.created, again.updated, again.unchanged) == (0, 0, 5)
     assert again.bytes_sent == 0 and again.wire_bytes == 0
+
+
+@pytest.mark.sim_only("counts the bytes on the sim's link")
+def test_a_second_push_is_one_small_exchange(board: Board, tmp_path: Path) -> None:
+    src = make(tmp_path / "p", PROJECT)
+    kick(src=src, target=board)
+    before = counters(board)
+    kick(src=src, target=board)
+    sent, received = (a - b for a, b in zip(counters(board), before, strict=True))
     assert sent < 200 and received < 1500  # one tree listing, nothing else
 
 
+@pytest.mark.board_needs("folders")
 def test_after_an_edit_only_the_changed_file_travels(board: Board, tmp_path: Path) -> None:
     src = make(tmp_path / "p", PROJECT)
     kick(src=src, target=board)
@@ -121,6 +130,7 @@ def test_after_an_edit_only_the_changed_file_travels(board: Board, tmp_path: Pat
     assert board.read("/lib/util/deep/more.py") == b"Y = 21\n"
 
 
+@pytest.mark.board_needs("folders")
 def test_nested_folders_and_a_missing_dest_are_created(board: Board, tmp_path: Path) -> None:
     src = make(tmp_path / "p", PROJECT)
     kick(src=src, dest="/apps/demo", target=board)
@@ -139,6 +149,7 @@ def test_the_kick_api_takes_a_port_and_a_source_like_pybkick(sim_url: str,
 # --------------------------------------------------------------------------- what goes, what stays
 
 
+@pytest.mark.board_needs("folders")
 def test_ignore_rules_keep_host_files_on_the_host(board: Board, tmp_path: Path) -> None:
     src = make(tmp_path / "p", {
         "main.py": "", ".gitignore": "*.log\nbuild/\n", ".mpkickignore": "docs/\n",
@@ -149,6 +160,7 @@ def test_ignore_rules_keep_host_files_on_the_host(board: Board, tmp_path: Path) 
     assert sorted(on_board(board)) == ["keep", "keep/ok.py", "main.py"]
 
 
+@pytest.mark.board_needs("folders")
 def test_delete_removes_stale_files_under_dest_only(board: Board, tmp_path: Path) -> None:
     board.write("/outside.py", b"mine")
     src = make(tmp_path / "p", {"a.py": "1", "sub/b.py": "2"})
@@ -190,6 +202,7 @@ def make_tmp(files: dict[str, bytes | str]) -> Path:
     return make(Path(tempfile.mkdtemp(prefix="mpkick-test-")), files)
 
 
+@pytest.mark.board_needs("folders")
 def test_dry_run_shows_the_plan_and_changes_nothing(board: Board, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     src = make(tmp_path / "p", {"a.py": "1", "b/c.py": "2"})
@@ -237,6 +250,7 @@ def test_a_tree_bigger_than_the_free_flash_is_refused_before_writing(tmp_path: P
 # --------------------------------------------------------------------------- atomicity
 
 
+@pytest.mark.sim_only("cuts the sim's power")
 def test_a_power_cut_mid_push_leaves_every_file_old_or_new(sim_url: str,
                                                            tmp_path: Path) -> None:
     rng = __import__("random").Random(7)
@@ -344,6 +358,7 @@ def test_a_syntax_error_stops_compile_before_anything_is_sent(board: Board,
     assert on_board(board) == {}
 
 
+@pytest.mark.board_needs("folders")
 def test_push_then_run_streams_the_program_output(sim_url: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     examples = Path(__file__).parent.parent / "examples"
@@ -353,6 +368,7 @@ def test_push_then_run_streams_the_program_output(sim_url: str,
     assert "created" in out and "| mpkick demo |" in out and "HELLO FROM THE FLASH!" in out
 
 
+@pytest.mark.board_needs("folders")
 def test_config_gives_the_defaults(sim_url: str, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,17 +3,17 @@
 Real boards are the judge: everything mpkick offers a flat board with a tiny heap is checked
 here on the firmware pupils run, reached through its pty exactly as a USB serial port is. What
 the firmware cannot do must end in one line that names what is missing. ``make test``
-installs QEMU and the firmware; under ``CI=true`` their absence fails the run.
+installs QEMU and the firmware; under ``CI=true`` their absence fails the run. One QEMU
+micro:bit serves the whole run (``microbit_port`` in conftest.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from needs import missing
 
 from mpkick import kick
 from mpkick.board.board import Board
@@ -26,18 +26,6 @@ MICROBIT = qemu.MACHINES["microbit"]
 PROJECT = {"main.py": "import helper\nhelper.hi()\n",
            "helper.py": "def hi():\n    print('hi from helper')\n",
            "data.bin": bytes(range(256)) * 6}
-
-
-@pytest.fixture(scope="module")
-def microbit_port() -> Iterator[str]:
-    """One QEMU micro:bit for the module (a boot takes a while); each test empties it."""
-    reason = qemu.missing(MICROBIT)
-    if reason:
-        missing(reason)
-    board = qemu.QemuBoard(MICROBIT)
-    port = board.start()
-    yield port
-    board.close()
 
 
 @pytest.fixture
@@ -164,6 +152,17 @@ def test_attach_says_in_one_line_that_the_firmware_cannot(
         port: str, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, port, "attach", str(project), "--exec", "import helper")
     assert code == 1 and err.count("\n") == 1 and "vfs.mount" in err and "push" in err
+
+
+def test_a_program_printing_without_end_is_stopped_on_connect(port: str) -> None:
+    """The firmware may miss the first Ctrl-C while it reboots; a board that then never falls
+    silent must still be interrupted again, not waited on for ever."""
+    with Board.connect(port) as b:
+        b.write("/main.py", b"while True:\n    print('busy')\n")
+        b.reset()
+    with Board.connect(port) as b:
+        assert b.eval("1 + 1") == 2
+        b.remove("/main.py")
 
 
 def test_a_missing_file_is_named(port: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from needs import missing
 
 from mpkick.board.board import Board
 from mpkick.cli import main
@@ -392,7 +393,7 @@ def test_a_power_cut_anywhere_in_a_deploy_leaves_old_new_or_empty_and_a_booting_
 @pytest.fixture
 def pty_board(tmp_path: Path) -> Iterator[tuple[VirtualBoard, Path]]:
     if shutil.which("mpremote", path=str(BIN)) is None:
-        pytest.skip("mpremote is not installed (make test installs it)")
+        missing("mpremote is not installed (make test installs it: .[test])")
     board = VirtualBoard(parse_url(f"sim://{tmp_path / 'flash.img'}"))
     pty = board.start("pty")
     link = tmp_path / "ttyACM9"

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from needs import missing
 
 from mpkick.board.board import Board
 from mpkick.errors import ConnectError, InputError, PortBusy
@@ -196,7 +197,7 @@ def test_unknown_options_and_a_missing_micropython_are_explained(
 
 def test_mpremote_works_against_mpkick_sim(tmp_path: Path) -> None:
     if shutil.which("mpremote", path=os.path.dirname(sys.executable)) is None:
-        pytest.skip("mpremote is not installed (make test installs it)")
+        missing("mpremote is not installed (make test installs it: .[test])")
     link = tmp_path / "ttyACM-sim"
     sim = subprocess.Popen([sys.executable, "-m", "mpkick", "sim", f"sim://{tmp_path}/f.img",
                             "--link", str(link)], stdout=subprocess.PIPE, text=True)

@@ -609,9 +609,12 @@ class Board:
             self.exec(f"import os\nos.remove({self._name(path)!r})")
 
     def rmdir(self, path: str) -> None:
+        self._need("mkdir", "folders")
         path = norm(path)
         with about(path):
-            self.exec(f"import os\nos.rmdir({self._name(path)!r})")
+            # littlefs's rmdir removes a file just as well: refuse one, as POSIX does.
+            self.exec(f"import os\nif not os.stat({path!r})[0] & 0x4000:\n raise OSError(20)\n"
+                      f"os.rmdir({path!r})")
 
     def rename(self, src: str, dst: str) -> None:
         self._need("rename", "renaming")

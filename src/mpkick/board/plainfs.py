@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import BoardError, InputError, ProtocolError
+from ..errors import BoardError, InputError, ProtocolError, os_error
 from ..protocol.channel import Caps, Stats, file_digest
 from ..protocol.repl import RawRepl
 from ..target import Entry, norm
@@ -77,8 +78,11 @@ class PlainFs:
         """Every entry below ``root``; with ``sums``, each file's weak sum as its digest."""
         root = norm(root)
         if not self.caps.mkdir and root != "/":
-            self.name(root)  # refuses folders
-            return []
+            try:
+                self.stat(root)  # refuses a folder path
+            except OSError as exc:
+                raise os_error(exc.errno or errno.ENOENT, root) from None
+            raise os_error(errno.ENOTDIR, root)  # a file at the top: nothing below it
         out = self.call("mk_ls", self.name(root) if self.caps.mkdir else "/", bool(sums),
                         needs=("mk_sum",), timeout=300)
         entries = []
@@ -128,9 +132,11 @@ class PlainFs:
         tmp = name + ".mkt" if self.caps.rename else name
         want = file_digest(data, False)
         attempt = 0
+        told = _Told(progress)
         while True:
+            told.again()
             try:
-                sent = self._send(tmp, data, progress)
+                sent = self._send(tmp, data, told)
             except BoardError as exc:
                 sent = 0
                 self.exec("try:\n f.close()\nexcept Exception:\n pass")
@@ -200,6 +206,24 @@ class PlainFs:
         a, b = self.name(src), self.name(dst)
         self.exec(f"import os\ntry:\n os.remove({b!r})\nexcept OSError:\n pass\n"
                        f"os.rename({a!r},{b!r})")
+
+
+class _Told:
+    """Progress for a write that may be sent more than once: each byte is counted once."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress = progress
+        self.told = 0  # bytes the caller heard of
+        self.done = 0  # bytes this attempt sent
+
+    def again(self) -> None:
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None and self.done > self.told:
+            self.progress(self.done - self.told)
+            self.told = self.done
 
 
 class PlainSession:

@@ -82,9 +82,11 @@ class RawRepl:
     # ----------------------------------------------------------------- reading
 
     def read_until(self, marker: bytes, timeout: float, stream: Stream | None = None,
-                   what: str = "the board's answer") -> bytes:
-        """Bytes up to and including ``marker``. ``timeout`` is the longest silence allowed."""
+                   what: str = "the board's answer", limit: float | None = None) -> bytes:
+        """Bytes up to and including ``marker``. ``timeout`` is the longest silence allowed;
+        ``limit``, the longest wait in all, however much the board says meanwhile."""
         deadline = time.monotonic() + timeout
+        end = None if limit is None else time.monotonic() + limit
         streamed = 0
         while True:
             i = self._buf.find(marker)
@@ -102,6 +104,8 @@ class RawRepl:
                     stream(bytes(self._buf[streamed:safe]))
                     streamed = safe
             remaining = deadline - time.monotonic()
+            if end is not None and time.monotonic() >= end:
+                raise DeviceTimeout(f"{what} did not come within {limit:g} s")
             if remaining <= 0:
                 raise DeviceTimeout(f"the board stopped answering while waiting for {what} "
                                     f"({timeout:g} s of silence); press its reset button or "
@@ -141,7 +145,11 @@ class RawRepl:
         """The raw REPL's prompt. Its banner ends in CRLF from the firmware itself; a link
         that turns LF into CRLF makes that CR CR LF, and from then on is undone on every read:
         noticing costs no byte more than the prompt."""
-        seen = self.read_until(RAW_BANNER, timeout, what="the raw REPL prompt")
+        # A program that prints without end is never silent: after a few times the wait for
+        # silence (a slow link may still be flushing a long output), the caller interrupts
+        # it again.
+        seen = self.read_until(RAW_BANNER, timeout, what="the raw REPL prompt",
+                               limit=4 * timeout)
         tail = self.read_exact(2, 2)
         if tail == b"\r\n" and not self.cooked:
             tail = b"\n" + self.read_exact(1, 2)  # CR (the link's) LF (the firmware's) >
