@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from needs import IN_CI, Features, board_features, clear, missing
+from needs import IN_CI, Abilities, abilities, clear, missing
 
 from mpkick.board.board import Board
 from mpkick.sim import qemu
@@ -95,12 +95,12 @@ def empty(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def port_features(port_url: str | None) -> Features | None:
+def port_features(port_url: str | None) -> Abilities | None:
     """What the board ``--port`` names can do (None without ``--port``: a fresh sim can all)."""
     if port_url is None:
         return None
     with Board.connect(port_url) as b:
-        return board_features(b)
+        return abilities(b)
 
 
 @pytest.fixture

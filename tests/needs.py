@@ -13,8 +13,7 @@ from typing import NamedTuple
 
 import pytest
 
-from mpkick.board.board import META, Board
-from mpkick.target import Target, remove_tree
+from mpkick.target import META, Target, remove_tree
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -26,29 +25,27 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-class Features(NamedTuple):
-    """What one filesystem target can do. Named as ``target.features`` will name it: when
-    targets declare their own, ``board_features`` returns ``board.features`` and tests read
-    that."""
+class Abilities(NamedTuple):
+    """What a test may need of its target: what the target declares (``target.features``),
+    and whether it has room for files of a few hundred kB (many binary frames)."""
 
-    folders: bool  # paths below the root (os.mkdir)
-    atomic: bool  # a write cut short leaves the old content (written aside, renamed over)
-    strong_hashes: bool  # tree(hashes=True) carries each file's sha256
-    rename: bool  # rename(), replacing a file at the destination
-    usage: bool  # usage() reports total and free space (os.statvfs)
-    big_files: bool  # room for files of a few hundred kB (many binary frames)
+    folders: bool
+    atomic: bool
+    strong_hashes: bool
+    rename: bool
+    usage: bool
+    big_files: bool
 
 
 #: Free space that counts as room for big files.
 ROOMY = 1 << 20
 
 
-def board_features(board: Board) -> Features:
-    """What a connected board can do, from what its firmware's probe found."""
-    caps = board.caps
-    return Features(folders=caps.mkdir, atomic=caps.rename, strong_hashes=caps.hashlib,
-                    rename=caps.rename, usage=caps.statvfs,
-                    big_files=caps.statvfs and board.usage().free >= ROOMY)
+def abilities(target: Target) -> Abilities:
+    f = target.features
+    return Abilities(folders=f.folders, atomic=f.atomic, strong_hashes=f.strong_hashes,
+                     rename=f.rename, usage=f.usage,
+                     big_files=f.usage and target.usage().free >= ROOMY)
 
 
 def clear(target: Target) -> None:

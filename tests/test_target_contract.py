@@ -5,8 +5,8 @@ right if every target keeps the same promises. Each spec below runs on the virtu
 (``sim://``), a littlefs image file, the in-memory target (``memtarget.py``) and the BBC
 micro:bit's real firmware under QEMU; with ``--port URL``, on the board at URL instead of the
 two boards. What a target cannot do (the micro:bit has a flat flash, no os.rename, no
-os.statvfs) is read from ``FEATURES`` below, never probed: a spec that needs it does not run
-there, and says why.
+os.statvfs) is what it declares in ``target.features``, never probed: a spec that needs it does
+not run there, and says why.
 """
 
 from __future__ import annotations
@@ -19,23 +19,23 @@ from typing import NamedTuple
 
 import pytest
 from memtarget import MemTarget
-from needs import Features, board_features, clear
+from needs import Abilities, abilities, clear
 
-from mpkick.board.board import META, Board
+from mpkick.board.board import Board
 from mpkick.errors import InputError, MpkickError
 from mpkick.image.target import open_image
-from mpkick.target import Target, is_within, makedirs, norm, remove_tree
+from mpkick.target import META, Target, is_within, makedirs, norm, remove_tree
 
-#: What each target can do. When targets declare ``target.features``, ``features()`` returns it
-#: and this table goes.
-FEATURES = {
-    "sim": Features(folders=True, atomic=True, strong_hashes=True, rename=True, usage=True,
+#: What each known target must declare it can do (``target.features``, plus room for big
+#: files): the specs read the declaration, and the first spec checks it against this.
+EXPECTED = {
+    "sim": Abilities(folders=True, atomic=True, strong_hashes=True, rename=True, usage=True,
                     big_files=True),
-    "image": Features(folders=True, atomic=True, strong_hashes=True, rename=True, usage=True,
+    "image": Abilities(folders=True, atomic=True, strong_hashes=True, rename=True, usage=True,
                       big_files=True),
-    "memory": Features(folders=True, atomic=True, strong_hashes=True, rename=True, usage=True,
+    "memory": Abilities(folders=True, atomic=True, strong_hashes=True, rename=True, usage=True,
                        big_files=True),
-    "microbit": Features(folders=False, atomic=False, strong_hashes=False, rename=False,
+    "microbit": Abilities(folders=False, atomic=False, strong_hashes=False, rename=False,
                          usage=False, big_files=False),
 }
 
@@ -47,15 +47,7 @@ ALL_BYTES = bytes(range(256))
 class Subject(NamedTuple):
     name: str
     target: Target
-    features: Features
-
-
-def features(name: str, target: Target) -> Features:
-    """The table's row; a board named by ``--port`` is described by what its probe found."""
-    if name != "port":
-        return FEATURES[name]
-    assert isinstance(target, Board)
-    return board_features(target)
+    features: Abilities
 
 
 def _targets(config: pytest.Config) -> list[str]:
@@ -79,7 +71,7 @@ def connected(request: pytest.FixtureRequest,
     if name == "sim":
         target = Board.connect(f"sim://{folder / 'flash.img'}")
     elif name == "image":
-        target = open_image(str(folder / "fs.img"), create=True)
+        target = open_image(str(folder / "fs.img"), create=True, size=4 << 20)
     elif name == "memory":
         target = MemTarget()
     elif name == "microbit":
@@ -87,7 +79,7 @@ def connected(request: pytest.FixtureRequest,
     else:
         target = Board.connect(request.getfixturevalue("port_url"))
     try:
-        yield Subject(name, target, features(name, target))
+        yield Subject(name, target, abilities(target))
     finally:
         target.close()
 
@@ -110,6 +102,14 @@ def require(subject: Subject, *wanted: str) -> None:
     lacking = [w for w in wanted if not have[w]]
     if lacking:
         pytest.skip(f"{subject.name} lacks {', '.join(lacking)}")
+
+
+def test_each_target_declares_what_it_can_do(connected: Subject) -> None:
+    """The declaration is the truth the specs below rely on: it says what the micro:bit
+    lacks (folders, rename, atomic writes, sha256, free space) and that the others lack none."""
+    if connected.name == "port":
+        pytest.skip("a --port board declares what its firmware's probe found")
+    assert connected.features == EXPECTED[connected.name]
 
 
 def user_files(target: Target, path: str = "/") -> list[str]:
@@ -148,7 +148,11 @@ def test_progress_counts_every_byte_once(fs: Target) -> None:
     assert sum(seen) == len(data)
 
 
-def test_tree_hashes_are_the_sha256_of_the_content_or_absent(subject: Subject) -> None:
+def test_tree_hashes_are_the_sha256_of_the_content_or_its_weak_sum(subject: Subject) -> None:
+    """A target without hashlib answers with the weak sum it can compute (what such boards
+    are checked by), in a form no sha256 can be mistaken for."""
+    from mpkick.protocol.channel import file_digest
+
     files = {"/a.txt": b"alpha", "/b.bin": ALL_BYTES, "/empty": b""}
     for path, data in files.items():
         subject.target.write(path, data)
@@ -157,7 +161,8 @@ def test_tree_hashes_are_the_sha256_of_the_content_or_absent(subject: Subject) -
     if subject.features.strong_hashes:
         assert got == {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
     else:
-        assert set(got.values()) == {None}  # no digest rather than one that is not sha256
+        assert got == {p: file_digest(d, False) for p, d in files.items()}
+        assert all(str(v).startswith("sum:") for v in got.values())
     assert {p: listed[p].size for p in files} == {p: len(d) for p, d in files.items()}
 
 

@@ -38,15 +38,19 @@ class Features:
 
     ``folders``: ``mkdir`` exists (a micro:bit's flash is flat). ``atomic``: a write is whole
     or not at all (temporary name, then rename); without it a cut leaves a damaged file the
-    next push finds by its sum. ``strong_hashes``: ``tree(hashes=True)`` gives sha256s; else
-    it gives weak sums (``sum:...``) that only the host's own record of what it pushed can
-    turn into sha256s. ``delta``: ``signatures()`` works and updates may travel as copy
-    ranges of the old file. ``frame``: payload bytes per message on the way there, for
-    choosing between a delta and the whole file.
+    next push finds by its sum. ``rename``: ``rename()`` works. ``usage``: ``usage()`` can
+    say how much space is free (``os.statvfs``); without it a push finds out by ENOSPC.
+    ``strong_hashes``: ``tree(hashes=True)`` gives sha256s; else it gives weak sums
+    (``sum:...``) that only the host's own record of what it pushed can turn into sha256s.
+    ``delta``: ``signatures()`` works and updates may travel as copy ranges of the old file.
+    ``frame``: payload bytes per message on the way there, for choosing between a delta and
+    the whole file.
     """
 
     folders: bool = True
     atomic: bool = True
+    rename: bool = True
+    usage: bool = True
     strong_hashes: bool = True
     delta: bool = False
     frame: int = 4096
@@ -63,7 +67,9 @@ class Entry(NamedTuple):
     is_dir: bool
     size: int = 0
     mtime: int | None = None  # seconds since 1970, when the target keeps it
-    sha256: str | None = None  # hex digest, when asked for and the target can compute it
+    #: Hex sha256 when asked for; a weak sum (``sum:...``) on a target whose features say it
+    #: has no strong hashes; None where nothing is known.
+    sha256: str | None = None
 
 
 class Usage(NamedTuple):

@@ -425,7 +425,8 @@ class Board:
     @property
     def features(self) -> Features:
         caps = self.caps
-        return Features(folders=caps.mkdir, atomic=caps.rename, strong_hashes=caps.hashlib,
+        return Features(folders=caps.mkdir, atomic=caps.rename, rename=caps.rename,
+                        usage=caps.statvfs, strong_hashes=caps.hashlib,
                         delta=caps.hosts_agent and caps.hashlib, frame=caps.chunk)
 
     @contextlib.contextmanager

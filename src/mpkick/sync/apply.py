@@ -70,12 +70,9 @@ def space_needed(plan: Plan, block_size: int) -> int:
 
 def check_space(target: Target, plan: Plan) -> None:
     """Refuse, before anything is written, a plan the target's free space cannot hold."""
-    if not plan.writes and not plan.of(MKDIR):
-        return
-    try:
-        usage = target.usage()
-    except InputError:
-        return  # the firmware cannot say (no os.statvfs): ENOSPC will name the file instead
+    if not (plan.writes or plan.of(MKDIR)) or not target.features.usage:
+        return  # a target that cannot say (no os.statvfs): ENOSPC will name the file instead
+    usage = target.usage()
     need = space_needed(plan, usage.block_size or 4096)
     if need > usage.free:
         raise NoSpaceError(
