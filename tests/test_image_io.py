@@ -18,6 +18,9 @@ from mpkick.errors import InputError
 from mpkick.image.flash import block_device, image_flash, image_pull, plan_flash
 from mpkick.image.target import build_image, detect_geometry, load_image
 
+# On a --port board, these tests run only where mpkick's agent runs (not on a micro:bit).
+pytestmark = pytest.mark.board_needs("agent")
+
 #: A tree with nested folders, a binary file spanning blocks, and empty files (no main.py:
 #: the board must not change its own files while the test looks at them).
 TREE = {
