@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from needs import IN_CI, Abilities, abilities, clear, missing
+from needs import IN_CI, abilities, clear, missing
 
 from mpkick.board.board import Board
 from mpkick.sim import qemu
@@ -52,7 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sim_only(why): an assertion only the virtual board can "
                                        "make; skipped under --port")
     config.addinivalue_line("markers", "board_needs(*features): what the test needs of its board "
-                                       "(needs.Features); skipped on a --port board without it")
+                                       "(needs.Features, or agent); skipped on a --port board "
+                                       "without it")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -95,12 +96,12 @@ def empty(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def port_features(port_url: str | None) -> Abilities | None:
-    """What the board ``--port`` names can do (None without ``--port``: a fresh sim can all)."""
-    if port_url is None:
-        return None
+def port_features(port_url: str | None) -> dict[str, bool]:
+    """What the board ``--port`` names can do: its ``Features``, and ``agent``: whether its
+    firmware hosts mpkick's agent (binary sessions, deltas, attach, images need it)."""
+    assert port_url is not None
     with Board.connect(port_url) as b:
-        return abilities(b)
+        return {**abilities(b)._asdict(), "agent": b.caps.hosts_agent}
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ def sim_url(tmp_path: Path, port_url: str | None, request: pytest.FixtureRequest
         return f"sim://{tmp_path / 'flash.img'}"
     marker = request.node.get_closest_marker("board_needs")
     if marker is not None:
-        have = request.getfixturevalue("port_features")._asdict()
+        have = request.getfixturevalue("port_features")
         lacking = [name for name in marker.args if not have[name]]
         if lacking:
             pytest.skip(f"the board at --port {request.config.getoption('--port')} lacks "

@@ -22,6 +22,9 @@ from mpkick.sim.options import parse_url
 from mpkick.sim.supervisor import VirtualBoard
 from mpkick.transport.serialport import SerialTransport
 
+# On a --port board, these tests run only where mpkick's agent runs (not on a micro:bit).
+pytestmark = pytest.mark.board_needs("agent")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -13,6 +13,9 @@ import pytest
 from mpkick.board.board import Board
 from mpkick.sync.delta import DeltaSender, apply_ops, diff
 
+# On a --port board, these tests run only where mpkick's agent runs (not on a micro:bit).
+pytestmark = pytest.mark.board_needs("agent")
+
 MODULE = ("\n".join(f"def f{i}(x):\n    return x * {i} + {random.Random(i).random()}"
                     for i in range(1500))).encode()[:60000]
 

@@ -20,6 +20,9 @@ from mpkick.image.flash import block_device, image_flash, image_pull, plan_flash
 from mpkick.image.geometry import detect_geometry
 from mpkick.image.target import load_image
 
+# On a --port board, these tests run only where mpkick's agent runs (not on a micro:bit).
+pytestmark = pytest.mark.board_needs("agent")
+
 #: A tree with nested folders, a binary file spanning blocks, and empty files (no main.py:
 #: the board must not change its own files while the test looks at them).
 TREE = {

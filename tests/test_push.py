@@ -174,6 +174,7 @@ def test_delete_removes_stale_files_under_dest_only(board: Board, tmp_path: Path
     assert board.read("/outside.py") == b"mine"
 
 
+@pytest.mark.board_needs("folders")  # a flat board keeps no /.mpkick
 def test_delete_at_the_root_never_touches_mpkicks_own_folder(board: Board,
                                                              tmp_path: Path) -> None:
     src = make(tmp_path / "p", {"a.py": "1"})

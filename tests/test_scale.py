@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from largework import generate_large
 from workload import Workload, generate
 
+# On a --port board, these tests run only where mpkick's agent runs (not on a micro:bit).
+pytestmark = pytest.mark.board_needs("agent")
+
 
 def flash_files(image: Path) -> dict[str, str]:
     """Every file on the flash image (mpkick's own folder aside) with its sha256, read on
