@@ -286,3 +286,19 @@ def test_link_trials_keep_every_promise(tmp_path: Path, link: str,
     for seed in faultlib.seeds(10 if request.config.getoption("--slow") else 1):
         outcome = linklib.trial(tmp_path, seed, link)
         assert outcome.problems == [], (seed, outcome.error)
+
+
+def test_code_sent_unchecked_runs_only_if_it_arrived_whole(board: Board) -> None:
+    """The echo loader's own definition has no echo to check it: it travels with its byte
+    sum, and a copy that lost a byte on the way is a SyntaxError (sent again), never a
+    function that fails later with a NameError."""
+    from mpkick.errors import BoardError
+    from mpkick.protocol.repl import checked
+
+    good = checked(b"def _mk_t():\n return globals() is not None\n")
+    board.exec(good.decode())
+    assert board.exec("print(_mk_t())").strip() == b"True"
+    lost = good.replace(b"globals", b"globls", 1)  # one byte gone inside the literal
+    with pytest.raises(BoardError) as err:
+        board.exec(lost.decode())
+    assert err.value.exc_type == "SyntaxError"

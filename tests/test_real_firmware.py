@@ -107,6 +107,16 @@ def test_a_folder_in_the_project_is_refused_in_one_line(port: str, project: Path
     assert on_board(port) == {}  # nothing half-done
 
 
+def test_compile_is_refused_where_the_firmware_does_not_name_its_bytecode(
+        port: str, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MicroPython 1.9 has no sys.implementation._mpy: an .mpy built for a guessed version
+    would replace a .py the board can run with one it cannot import."""
+    code, _, err = cli(capsys, port, "push", str(project), "/", "--compile")
+    assert code == 1
+    assert err.startswith("mpkick: ") and err.count("\n") == 1 and "_mpy" in err
+    assert on_board(port) == {}
+
+
 # --------------------------------------------------------------------------- board commands
 
 

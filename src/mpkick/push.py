@@ -205,6 +205,10 @@ def compile_tree(local: LocalTree, target: Target, mpy_cross: str | None,
 
     runner = target.runner()
     mpy = runner.info().mpy if runner is not None else None
+    if runner is not None and mpy is None:
+        raise InputError("this board's firmware does not say which bytecode it runs (no "
+                         "sys.implementation._mpy, as before MicroPython 1.11): push without "
+                         "--compile, its .py files run as they are")
     compiler = Compiler.for_board(mpy, mpy_cross)
     out = LocalTree(local.root, dirs=list(local.dirs), skipped=list(local.skipped))
     for rel, file in local.files.items():

@@ -44,6 +44,16 @@ CR_GRACE = 0.3
 LOADER = (b"def _mk_r():\n import gc\n s=[]\n while 1:\n  l=input()\n  if l=='#.':break\n"
           b"  s.append(l)\n s='\\n'.join(s)\n gc.collect()\n exec(s,globals())")
 LOADER_END = b"#."
+
+
+def checked(code: bytes) -> bytes:
+    """``code`` (ASCII) that runs only if it arrived whole: its byte sum travels with it, and a copy
+    that lost a byte raises SyntaxError (which is sent again, slower) instead of defining a
+    broken function. For code that nothing checks on the way in: the echo loader itself."""
+    return (f"_s={code.decode()!r}\nif sum(map(ord,_s))=={sum(code)}:exec(_s)\n"
+            "else:raise SyntaxError('damaged on the way')\ndel _s").encode()
+
+
 ECHO_WINDOW = 16
 #: Times code damaged on the way (it did not compile) is sent again before the error stands.
 DAMAGE_RETRIES = 3
@@ -312,7 +322,15 @@ class RawRepl:
         never has more than ``ECHO_WINDOW`` bytes in flight. Nothing runs until the last line
         is in, so a failure on the way leaves nothing half done."""
         if not self._loader:
-            self.exec(LOADER)
+            for attempt in range(DAMAGE_RETRIES + 1):
+                try:
+                    self.exec(checked(LOADER))
+                    break
+                except BoardError:
+                    # Defining a function has no side effects: any error there is damage.
+                    if attempt == DAMAGE_RETRIES:
+                        raise
+                    self.slow_down()
             self._loader = True
         self.write(b"_mk_r()\x04")
         self.read_until(b"OK", timeout, what="the board to accept the code")
