@@ -30,8 +30,8 @@ def terminal(transport: Transport, stdin_fd: int, stdout: BinaryIO) -> None:
                 stdout.flush()
 
     reader = threading.Thread(target=pump_output, daemon=True)
-    reader.start()
     with _raw_keyboard(stdin_fd):
+        reader.start()  # only now: see _raw_keyboard
         transport.write(b"\r")
         forward_keys(stdin_fd, transport.write, stop)
     stop.set()
@@ -55,7 +55,10 @@ def forward_keys(stdin_fd: int, write: Callable[[bytes], None], stop: threading.
 
 @contextlib.contextmanager
 def _raw_keyboard(fd: int):  # type: ignore[no-untyped-def]
-    """Every key goes to the board as typed (Ctrl-C included) while the terminal is ours."""
+    """Every key goes to the board as typed (Ctrl-C included) while the terminal is ours.
+
+    Enter it before showing the board's output: going raw flushes what was typed (and echoed)
+    in cooked mode, so keys typed at a prompt shown a moment earlier would be lost."""
     if not os.isatty(fd):
         yield
         return

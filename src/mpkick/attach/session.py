@@ -246,8 +246,8 @@ class Attachment:
                 stop.set()
 
         thread = threading.Thread(target=pump, daemon=True, name="mpkick-attach-pump")
-        thread.start()
         with _raw_keyboard(stdin_fd):
+            thread.start()  # only now: see _raw_keyboard
             if not main:
                 self.send_keys(b"\r")
             forward_keys(stdin_fd, self.send_keys, stop, linger=1.0)
