@@ -26,6 +26,7 @@ AGENT = "mpkick_agent"
 READ = "mpkick_read"
 RECV = "mpkick_recv"
 PROBE = "mpkick_probe"
+INFO = "mpkick_info"  # sent with its call, never kept
 #: The line that gives a part of the agent the core's names. In pieces, beside the core in the
 #: REPL's namespace, those names are there already (and the module is not): it is left out.
 CORE_IMPORT = f"from {AGENT} import "
@@ -66,6 +67,14 @@ def part_text(name: str) -> tuple[str, str]:
     body = text(name)
     want = version_of(body)
     return f"{MARK} = {want!r}\n{body}", want
+
+
+def sent(module: str, func: str, *args: object) -> str:
+    """Code that defines ``func`` of agent file ``module``, calls it with ``args`` (through
+    ``repr``) and forgets it: board code asked for rarely costs the heap nothing between
+    calls."""
+    call = f"{func}({', '.join(repr(a) for a in args)})"
+    return f"{agent.compact(agent.function(module, func))}\ntry:\n {call}\nfinally:\n del {func}"
 
 
 def in_pieces(source: str, size: int = 2048) -> list[str]:

@@ -22,37 +22,12 @@ from ..protocol.repl import RawRepl, Stream
 from ..target import Entry, Progress, Usage, is_within, norm
 from ..transport import Transport, open_transport
 from . import agent, agentload
-from .agentload import AGENT, PROBE, READ, RECV
+from .agentload import AGENT, INFO, PROBE, READ, RECV
 from .agentload import META as META  # where the board keeps mpkick's files
 from .plainfs import PlainFs, PlainSession
 
 #: The version of the agent stored beside it, read before it is imported.
 VERSION_FILE = f"{META}/v"
-#: Where the agent's own globals are: its module, or the REPL's (sent in pieces).
-_AGENT_STATE = (f"import sys, gc\n_mk_a = sys.modules.get({AGENT!r})\n"
-                "if _mk_a is None:\n class _mk_a:\n  _peak, _prof, _us = _peak, _prof, _us")
-#: What ``Board.info`` asks (rarely: so it is sent, not kept in the agent's RAM on the board).
-INFO_CODE = """import gc, os, sys
-gc.collect()
-impl = sys.implementation
-_mk_i = {"platform": sys.platform, "version": ".".join(str(x) for x in impl.version[:3]),
- "implementation": impl.name, "machine": getattr(impl, "_machine", ""),
- "mpy": getattr(impl, "_mpy", None),
- "mem_free": gc.mem_free() if hasattr(gc, "mem_free") else None,
- "mem_alloc": gc.mem_alloc() if hasattr(gc, "mem_alloc") else None, "uid": None}
-try:
- import machine, binascii
- _mk_i["uid"] = binascii.hexlify(machine.unique_id()).decode()
-except Exception:
- pass
-try:
- v = os.statvfs("/")
- _mk_i["fs_total"] = v[0] * v[2]
- _mk_i["fs_free"] = v[0] * v[3]
-except Exception:
- pass
-print(repr(_mk_i))
-_mk_i = impl = None"""
 #: What ``Board.session_times`` accounts for, in the agent's order.
 SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename")
 
@@ -154,18 +129,14 @@ class Board:
         call; ``watch`` keeps measuring from now on. Measuring costs a collection per frame
         and per file: for benchmarks, not for pushes that are timed."""
         self.load_agent()
-        return _literal(self.exec(  # type: ignore[no-any-return]
-            f"{_AGENT_STATE}\nprint(_mk_a._peak[0])\ngc.collect()\n"
-            f"_mk_a._peak[0] = gc.mem_alloc() if {watch!r} else None"))
+        return _literal(self.exec(agentload.sent(INFO, "mk_peak", watch)))  # type: ignore[no-any-return]
 
     def session_times(self, watch: bool = True) -> dict[str, float] | None:
         """Where the board's time went in sessions since the last call, in seconds: receiving
         frames (waiting for them included), inflating, writing, hashing, renaming; None when
         it was not watching (or has no ``time.ticks_us``). ``watch`` keeps counting."""
         self.load_agent()
-        raw = _literal(self.exec(
-            f"{_AGENT_STATE}\nprint(_mk_a._prof[0])\n"
-            f"_mk_a._prof[0] = [0] * 5 if {watch!r} and _mk_a._us else None"))
+        raw = _literal(self.exec(agentload.sent(INFO, "mk_times", watch)))
         if raw is None:
             return None
         return dict(zip(SESSION_ACCOUNTS, (us / 1e6 for us in raw), strict=False))
@@ -404,7 +375,8 @@ class Board:
 
     def info(self) -> BoardInfo:
         self.load_agent()
-        raw = self.plain.info() if self.plain is not None else _literal(self.exec(INFO_CODE))
+        raw = self.plain.info() if self.plain is not None else \
+            _literal(self.exec(agentload.sent(INFO, "mk_info")))
         known = {k: raw.pop(k, None) for k in ("platform", "version", "implementation", "machine",
                                                "mpy", "mem_free", "mem_alloc", "uid",
                                                "fs_total", "fs_free")}

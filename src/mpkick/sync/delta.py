@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..board.agentload import INFO, sent
 from ..memory.cachedir import cache_dir, load, store
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 #: A copy of ``(offset, length)`` bytes from the board's old copy, or literal bytes.
 Op = tuple[int, int] | bytes
 
-ID_PATH = "/.mpkick/id"
 LOCAL_BLOCK = 32  # both sides known: small blocks, then matches are extended byte by byte
 FRAME = 10  # bytes of framing per channel frame
 CACHE_LIMIT = 64 << 20  # per board: a cache that only grows would fill the user's disk
@@ -294,21 +294,7 @@ def board_id(board: Board) -> str:
         uid = board.info().uid
         return uid or hashlib.sha256(board.transport.name.encode()).hexdigest()[:16]
     fresh = secrets.token_hex(8)
-    text = board.exec(
-        "try:\n"
-        f" f = open({ID_PATH!r})\n"
-        " print(f.read().strip())\n"
-        " f.close()\n"
-        "except OSError:\n"
-        " import os\n"
-        " try:\n"
-        "  os.mkdir('/.mpkick')\n"
-        " except OSError:\n"
-        "  pass\n"
-        f" f = open({ID_PATH!r}, 'w')\n"
-        f" f.write({fresh!r})\n"
-        " f.close()\n"
-        f" print({fresh!r})\n").decode("ascii", "replace").strip()
+    text = board.exec(sent(INFO, "mk_id", fresh)).decode("ascii", "replace").strip()
     return "".join(c for c in text if c.isalnum())[:32] or fresh
 
 
