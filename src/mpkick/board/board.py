@@ -29,7 +29,7 @@ from .plainfs import PlainFs, PlainSession
 #: The version of the agent stored beside it, read before it is imported.
 VERSION_FILE = f"{META}/v"
 #: What ``Board.session_times`` accounts for, in the agent's order.
-SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename")
+SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename", "list")
 
 
 @dataclass
@@ -129,12 +129,14 @@ class Board:
         call; ``watch`` keeps measuring from now on. Measuring costs a collection per frame
         and per file: for benchmarks, not for pushes that are timed."""
         self.load_agent()
-        return _literal(self.exec(agentload.sent(INFO, "mk_peak", watch)))  # type: ignore[no-any-return]
+        peak = _literal(self.exec(agentload.sent(INFO, "mk_peak", watch)))
+        return peak if isinstance(peak, int) else None
 
     def session_times(self, watch: bool = True) -> dict[str, float] | None:
-        """Where the board's time went in sessions since the last call, in seconds: receiving
-        frames (waiting for them included), inflating, writing, hashing, renaming; None when
-        it was not watching (or has no ``time.ticks_us``). ``watch`` keeps counting."""
+        """Where the board's time went since the last call, in seconds: in sessions receiving
+        frames (waiting for them included), inflating, writing, hashing, renaming; and listing
+        its tree. None when it was not watching (or has no ``time.ticks_us``). ``watch`` keeps
+        counting."""
         self.load_agent()
         raw = _literal(self.exec(agentload.sent(INFO, "mk_times", watch)))
         if raw is None:
@@ -266,15 +268,7 @@ class Board:
     def _install(self, files: list[tuple[str, str]], want: str, store: bool) -> None:
         """Put the agent on a board that has not got this version: stored (compiled, on a
         small heap) and imported, or, where that cannot be, in pieces at every connection."""
-        # An older agent imported since boot lives on through the names it gave the REPL:
-        # they go first, or a small heap has no room for the new one.
-        probe = _literal(self.exec(
-            "for _mk_k in [k for k in globals() if k[:3] == 'mk_']:\n del globals()[_mk_k]\n"
-            "import gc, sys\ngc.collect()\ntry:\n import deflate, io, binascii\n"
-            " z = hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64')\n"
-            "except ImportError:\n z = False\n"
-            "print(repr((z, gc.mem_free() if hasattr(gc, 'mem_free') else 16384, "
-            "getattr(sys.implementation, '_mpy', 0))))"))
+        probe = _literal(self.exec(agentload.sent(INFO, "mk_room")))
         inflates, free, mpy = bool(probe[0]), int(probe[1]), int(probe[2] or 0)
         self.log(f"installing the mpkick agent on the board ({want})")
         self._caps = None  # asked again once the agent is in: it takes RAM frames then cannot

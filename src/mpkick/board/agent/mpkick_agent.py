@@ -54,8 +54,9 @@ def _mark():
             _peak[0] = a
 
 
-# Where a session's time goes, in microseconds, while the host watches (Board.session_times):
-# receiving frames (waiting for them included), inflating, writing, hashing, renaming.
+# Where the board's time goes, in microseconds, while the host watches (Board.session_times):
+# in sessions receiving frames (waiting for them included), inflating, writing, hashing,
+# renaming; and listing the tree (the whole of a push that finds nothing to send).
 _prof = [None]
 
 
@@ -287,7 +288,10 @@ def _run(name, fn, keep, args):
 
 
 def mk_tree(root, hashes, digest=False, keep=True):
+    t = _us() if _prof[0] is not None else 0
     _run("mpkick_read", "_tree", keep, (root, hashes, digest))
+    if t:
+        _tick(5, t)
 
 
 def mk_stat(path, keep=True):

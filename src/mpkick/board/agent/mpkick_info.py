@@ -3,6 +3,29 @@
 # holds heap between commands. Each function stands alone: it is sent by itself.
 
 
+def mk_room():
+    # Before the agent is installed: an older one imported since boot lives on through the
+    # names it gave the REPL, which go first (a small heap has no room for it and the new one);
+    # then whether the board can inflate what is sent, its free RAM and its bytecode version.
+    import gc
+    import sys
+
+    g = globals()
+    for k in [k for k in g if k[:3] == "mk_" and k != "mk_room"]:
+        del g[k]
+    gc.collect()
+    try:
+        import binascii
+        import deflate
+        import io
+
+        z = hasattr(deflate, "DeflateIO") and hasattr(binascii, "a2b_base64")
+    except ImportError:
+        z = False
+    print(repr((z, gc.mem_free() if hasattr(gc, "mem_free") else 16384,
+                getattr(sys.implementation, "_mpy", 0))))
+
+
 def mk_info():
     # What `mpkick info` shows, as one dict literal.
     import gc
@@ -65,11 +88,11 @@ def mk_peak(watch):
 
 
 def mk_times(watch):
-    # Where the sessions' time went since the last call (microseconds: receive, inflate,
-    # write, hash, rename); with watch, count from now on, where the board has ticks_us.
+    # Where the board's time went since the last call (microseconds: receive, inflate,
+    # write, hash, rename, list); with watch, count from now on, where it has ticks_us.
     import sys
 
     a = sys.modules.get("mpkick_agent")
     prof, us = (a._prof, a._us) if a else (_prof, _us)
     print(prof[0])
-    prof[0] = [0] * 5 if watch and us else None
+    prof[0] = [0] * 6 if watch and us else None
