@@ -22,7 +22,7 @@ from ..protocol.repl import RawRepl, Stream
 from ..target import Entry, Progress, Usage, is_within, norm
 from ..transport import Transport, open_transport
 from . import agent, agentload
-from .agentload import AGENT, INFO, PROBE, READ, RECV
+from .agentload import AGENT, INFO, PROBE
 from .agentload import META as META  # where the board keeps mpkick's files
 from .plainfs import PlainFs, PlainSession
 
@@ -248,16 +248,16 @@ class Board:
         """Import the agent the board keeps if it is version ``want``, and learn the caps."""
         # Short on purpose: it crosses the wire at every connection. An agent imported by an
         # earlier connection since the board booted is used as it is (no compiling again); one
-        # of another version is dropped, and then installed afresh. The version is read from
-        # a file beside it before a fresh import: a small heap has no room for an old agent and
-        # the new one at once. Firmware without sys.path (or sys.modules) lands in the except.
+        # of another version is installed afresh (``mk_room`` drops the old one first). The
+        # version is read from a file beside it before a fresh import: a small heap has no room
+        # for an old agent and the new one at once. Firmware without sys.path (or sys.modules)
+        # lands in the except.
         out = self.exec(
             f"import sys\ntry:\n p=sys.path\n if {META!r} not in p:p.append({META!r})\n"
             f" if {AGENT!r} not in sys.modules and open({VERSION_FILE!r}).read()!={want!r}"
             f":raise ImportError\n __import__('gc').collect()\n from {AGENT} import *\n"
             f" mk_caps({want!r})\n"
-            f"except Exception:\n for k in {(AGENT, READ, RECV)!r}:"
-            "getattr(sys,'modules',{}).pop(k,0)\n print(0)"
+            "except Exception:\n print(0)"
         ).decode().strip()
         if not out.startswith("("):
             return False

@@ -4,15 +4,19 @@
 
 
 def mk_room():
-    # Before the agent is installed: an older one imported since boot lives on through the
-    # names it gave the REPL, which go first (a small heap has no room for it and the new one);
-    # then whether the board can inflate what is sent, its free RAM and its bytecode version.
+    # Before the agent is installed: an older one imported since boot lives on through its
+    # modules and the names it gave the REPL, which go first (a small heap has no room for it
+    # and the new one); then whether the board can inflate what is sent, its free RAM and its
+    # bytecode version.
     import gc
     import sys
 
     g = globals()
     for k in [k for k in g if k[:3] == "mk_" and k != "mk_room"]:
         del g[k]
+    m = getattr(sys, "modules", {})
+    for k in [k for k in m if k[:7] == "mpkick_"]:
+        del m[k]
     gc.collect()
     try:
         import binascii
