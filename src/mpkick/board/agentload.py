@@ -55,12 +55,6 @@ def agent_texts() -> tuple[list[tuple[str, str]], str]:
     return [(AGENT, f"MK_V = {want!r}\n{core}"), *halves], want
 
 
-def agent_text() -> tuple[str, str]:
-    """The agent's core as the board keeps it, and the agent's version."""
-    files, want = agent_texts()
-    return files[0][1], want
-
-
 def part_text(name: str) -> tuple[str, str]:
     """An optional part of the agent as the board keeps it (its version in front), and that
     version."""
@@ -79,15 +73,15 @@ def sent(module: str, func: str, *args: object) -> str:
 
 def in_pieces(source: str, size: int = 2048) -> list[str]:
     """``source`` in pieces that compile one at a time on a heap far too small for the whole
-    (``batches``), run into the REPL's namespace beside the core: each gets the opcodes (a
+    (``_batches``), run into the REPL's namespace beside the core: each gets the opcodes (a
     constant lives in the text it is compiled with), none imports the core."""
     head = board_header()
     body = "".join(line for line in source.replace(head, "", 1).splitlines(keepends=True)
                    if not line.startswith(CORE_IMPORT))
-    return [head + piece for piece in batches(body, size)]
+    return [head + piece for piece in _batches(body, size)]
 
 
-def batches(source: str, size: int = 2048) -> list[str]:
+def _batches(source: str, size: int = 2048) -> list[str]:
     """``source`` cut between top-level statements into pieces of about ``size`` characters:
     run one after another in the same REPL they define the same names, and each compiles on a
     heap far too small for the whole module."""
@@ -105,21 +99,6 @@ def batches(source: str, size: int = 2048) -> list[str]:
         length += len(line)
     pieces.append("".join(current))
     return pieces
-
-
-def self_installer(source: str, store: bool, name: str = AGENT) -> str:
-    """Code that inflates ``source`` on the board, stores it (atomically) and runs it: it
-    crosses the wire once, compressed, instead of once plain and once to be stored."""
-    pack = zlib.compressobj(9, zlib.DEFLATED, -12)
-    blob = base64.b64encode(pack.compress(source.encode()) + pack.flush()).decode()
-    tmp, final = f"{META}/{name}.mkt", f"{META}/{name}.py"
-    keep = (f"try:\n import os\n try:\n  os.mkdir({META!r})\n except OSError:\n  pass\n"
-            f" with open({tmp!r}, 'w') as _mk_f:\n  _mk_f.write(_mk_s)\n"
-            f" os.rename({tmp!r}, {final!r})\nexcept Exception:\n pass\n") if store else ""
-    return ("import deflate, io, binascii\n"
-            f"_mk_s = deflate.DeflateIO(io.BytesIO(binascii.a2b_base64({blob!r})), "
-            "deflate.RAW, 12).read().decode()\n"
-            f"{keep}exec(_mk_s)\ndel _mk_s\n")
 
 
 def precompiled(source: str, name: str, mpy: int, log: Callable[[str], None]) -> bytes | None:
