@@ -79,6 +79,20 @@ def test_the_benchmark_workload_pushes_to_a_32k_heap_and_again_after_it_rebooted
     assert all("Traceback" not in line for line in said)
 
 
+@pytest.mark.parametrize("heap", ["32K", "2M"])
+def test_a_small_heap_holds_one_half_of_the_agent_at_a_time(tmp_path: Path, heap: str) -> None:
+    """The agent's listing and receiving halves are imported on first use; below 32 kB free
+    each goes again after its call (and --verbose says so), where a roomy board keeps both."""
+    said: list[str] = []
+    with Board.connect(f"sim://{tmp_path / 'flash.img'}?heap={heap}", log=said.append) as board:
+        board.write("/a.py", b"a = 1\n")
+        assert board.tree("/", hashes=True)[0].sha256 == hashlib.sha256(b"a = 1\n").hexdigest()
+        held = board.eval("sorted(m for m in __import__('sys').modules if m[:7] == 'mpkick_')")
+    lean = heap == "32K"
+    assert held == (["mpkick_agent"] if lean else ["mpkick_agent", "mpkick_read", "mpkick_recv"])
+    assert any("small heap" in line for line in said) == lean
+
+
 def test_a_300_file_tree_pushes_to_a_64k_heap_and_lists_in_one_short_answer(
         small: tuple[Board, Path], tmp_path: Path) -> None:
     board, image = small
