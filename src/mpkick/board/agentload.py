@@ -2,13 +2,13 @@
 
 Every file under ``agent/`` reaches the board compacted (``agent.compact``) with the channel's
 opcodes in front (``protocol.opcodes.board_header``). The agent is three modules: its core
-(``mpkick_agent``, the probe's ``mk_have`` in front) and two halves it imports on first use:
-``mpkick_read`` (listing, stat, sending a file) and ``mpkick_recv`` (the session that writes).
-On a small heap each half goes again after its call, so the other finds the room. The rarely
-used parts (``mpkick_flash``,
-``mpkick_sigs``, ``mpkick_romfs``) are modules too, stored and imported only when a command
-needs them. A board too small to compile a module gets it compiled here (``.mpy``), or, without
-mpy-cross, in pieces it compiles one at a time into the REPL's namespace.
+(``mpkick_agent``) and two halves it imports on first use: ``mpkick_read`` (capabilities,
+listing, stat, sending a file; the probe's ``mk_have`` in front) and ``mpkick_recv`` (the
+session that writes). On a small heap each half goes again after its call, so the other finds
+the room. The rarely used parts (``mpkick_flash``, ``mpkick_sigs``, ``mpkick_romfs``,
+``mpkick_attach``) are modules too, stored and imported only when a command needs them. A
+board too small to compile a module gets it compiled here (``.mpy``), or, without mpy-cross,
+in pieces it compiles one at a time into the REPL's namespace.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ def version_of(body: str) -> str:
 
 def agent_texts() -> tuple[list[tuple[str, str]], str]:
     """The agent's modules as the board keeps them, and their one version: the core (``MK_V``
-    and the probe's ``mk_have`` in front of it), then its reading and its receiving half."""
-    core = text(PROBE) + agent.board_source(AGENT)
-    halves = [(name, text(name)) for name in (READ, RECV)]
+    in front of it), then its reading half (the probe's ``mk_have`` in front of it) and its
+    receiving half."""
+    core = text(AGENT)
+    halves = [(READ, text(PROBE) + agent.board_source(READ)), (RECV, text(RECV))]
     want = version_of(core + "".join(body for _, body in halves))
     return [(AGENT, f"MK_V = {want!r}\n{core}"), *halves], want
 

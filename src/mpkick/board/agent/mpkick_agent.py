@@ -91,22 +91,6 @@ def _stat(path):
         return None
 
 
-def mk_caps(want=None):
-    # Printed at every connection, so a bit mask, not a dict: about 30 bytes instead of 220.
-    # The bits come from mk_have (agent/mpkick_probe.py, installed in front of this file).
-    # ``want``: the version the host expects (MK_V is prepended when the agent is installed).
-    if want is not None and want != globals().get("MK_V"):
-        raise ImportError("agent version")
-    mask, free = mk_have()
-    ident = None
-    try:
-        with open(META + "/id") as f:
-            ident = f.read().strip()
-    except OSError:
-        pass
-    print(repr((mask, free, ident)))
-
-
 def _hash_file(path, buf):
     if hashlib:
         h = hashlib.sha256()
@@ -277,7 +261,11 @@ def _run(name, fn, keep, args):
     try:
         f = globals()[fn]  # sent in pieces (a tiny heap): here already, beside the core
     except KeyError:
-        f = getattr(__import__(name), fn)
+        try:
+            f = getattr(__import__(name), fn)
+        except Exception:
+            sys.modules.pop(name, None)  # half imported (out of RAM): afresh next time
+            raise
     try:
         f(*args)
     finally:
@@ -285,6 +273,15 @@ def _run(name, fn, keep, args):
             sys.modules.pop(name, None)
             f = None
             gc.collect()
+
+
+def mk_caps(want=None):
+    # ``want``: the version the host expects (MK_V is prepended when the agent is installed);
+    # checked before a half of another version could be imported. What the board offers
+    # comes from the reading half (agent/mpkick_probe.py's mk_have is in front of it).
+    if want is not None and want != globals().get("MK_V"):
+        raise ImportError("agent version")
+    _run("mpkick_read", "_caps", True, ())
 
 
 def mk_tree(root, hashes, digest=False, keep=True):

@@ -1,11 +1,24 @@
-# mpkick's agent, its reading half: the tree listing (mk_tree), stat, free space and sending
-# a file to the host. The core (mpkick_agent.py) imports it on first use; on a small heap it
+# mpkick's agent, its reading half: what the board offers (mk_caps), the tree listing
+# (mk_tree), stat, free space and sending a file to the host. The core (mpkick_agent.py) imports it on first use; on a small heap it
 # goes again after each call, so that the session (mpkick_recv.py) finds the room.
 import gc
 import os
 import sys
 from mpkick_agent import _Man, _Journal, _compact, _hash_file, _stat, _isdir, _mark, _hex
 from mpkick_agent import _put_frame, META, S, hashlib
+
+
+def _caps():
+    # Printed at every connection, so a bit mask, not a dict: about 30 bytes instead of 220.
+    # The bits come from mk_have (agent/mpkick_probe.py, in front of this file).
+    mask, free = mk_have()
+    ident = None
+    try:
+        with open(META + "/id") as f:
+            ident = f.read().strip()
+    except OSError:
+        pass
+    print(repr((mask, free, ident)))
 
 
 def _entries(path):
