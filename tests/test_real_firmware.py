@@ -18,7 +18,7 @@ import pytest
 from mpkick import kick
 from mpkick.board.board import Board
 from mpkick.cli import main
-from mpkick.protocol.channel import CAP_FLAGS
+from mpkick.protocol.caps import CAP_FLAGS
 from mpkick.sim import qemu
 from mpkick.watch import Event, Pushed, Watcher
 

@@ -57,19 +57,43 @@ def pushed(board: Board, work: Workload, root: Path, log: list[str] | None = Non
     return result.bytes_sent
 
 
-@pytest.mark.parametrize("small", ["32K"], indirect=True)
-def test_the_benchmark_workload_pushes_to_a_32k_heap(small: tuple[Board, Path],
-                                                      tmp_path: Path) -> None:
+def test_the_benchmark_workload_pushes_to_a_32k_heap_and_again_after_it_rebooted(
+        tmp_path: Path) -> None:
     """Where mpytool works (a board with about 16 kB free), mpkick works too: it may fall back
-    to smaller frames and no compression, and says so; a re-push sends no file data."""
-    board, image = small
-    work = generate()
+    to smaller frames and no compression, and says so; a re-push sends no file data. After a
+    reboot the workload's own main.py runs first (until the host stops it) and may keep part of
+    the heap: a re-push still sends nothing, and a one-line edit goes through."""
+    image, work, src = tmp_path / "flash.img", generate(), tmp_path / "src"
+    url = f"sim://{image}?size=16M&heap=32K"
     said: list[str] = []
-    pushed(board, work, tmp_path / "src", said)
-    assert same(image, work.files)
-    again = kick(src=tmp_path / "src", target=board)
-    assert again.bytes_sent == 0 and again.created == again.updated == 0
+    with Board.connect(url, log=said.append) as board:
+        pushed(board, work, src, said)
+        assert same(image, work.files)
+        again = kick(src=src, target=board)
+        assert again.bytes_sent == 0 and again.created == again.updated == 0
+    assert any("small heap" in line for line in said), said
+    for n in range(2):
+        with Board.connect(url, log=said.append) as board:
+            assert kick(src=src, target=board, log=said.append).bytes_sent == 0
+            if n:
+                work.apply_edit(src)
+                assert kick(src=src, target=board, log=said.append).updated == 1
+    assert same(image, {**work.files, work.edit_path: work.edited})
     assert all("Traceback" not in line for line in said)
+
+
+@pytest.mark.parametrize("heap", ["32K", "2M"])
+def test_a_small_heap_holds_one_half_of_the_agent_at_a_time(tmp_path: Path, heap: str) -> None:
+    """The agent's listing and receiving halves are imported on first use; below 32 kB free
+    each goes again after its call (and --verbose says so), where a roomy board keeps both."""
+    said: list[str] = []
+    with Board.connect(f"sim://{tmp_path / 'flash.img'}?heap={heap}", log=said.append) as board:
+        board.write("/a.py", b"a = 1\n")
+        assert board.tree("/", hashes=True)[0].sha256 == hashlib.sha256(b"a = 1\n").hexdigest()
+        held = board.eval("sorted(m for m in __import__('sys').modules if m[:7] == 'mpkick_')")
+    lean = heap == "32K"
+    assert held == (["mpkick_agent"] if lean else ["mpkick_agent", "mpkick_read", "mpkick_recv"])
+    assert any("small heap" in line for line in said) == lean
 
 
 def test_a_300_file_tree_pushes_to_a_64k_heap_and_lists_in_one_short_answer(
@@ -147,8 +171,8 @@ def test_a_cpu_budget_slows_the_board_and_the_agent_says_where_its_time_went(
         pushed(board, work, tmp_path / "src")
         times = board.session_times(watch=False)
         assert times is not None and set(times) == {"receive", "inflate", "write", "hash",
-                                                     "rename"}
-        assert times["hash"] > 0 and times["rename"] > 0
+                                                     "rename", "list"}
+        assert times["hash"] > 0 and times["rename"] > 0 and times["list"] > 0
 
 
 @pytest.mark.parametrize("small", ["64K", pytest.param("192K", marks=pytest.mark.slow)],

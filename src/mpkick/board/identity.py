@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from typing import TYPE_CHECKING
 
-from . import agent
+from .agentload import INFO, sent
 
 if TYPE_CHECKING:
     from .board import Board
@@ -22,6 +22,5 @@ def board_id(board: Board) -> str:
         uid = board.info().uid
         return uid or hashlib.sha256(board.transport.name.encode()).hexdigest()[:16]
     fresh = secrets.token_hex(8)
-    out = board.exec(f"_n = {fresh!r}\n" + agent.board_source("mpkick_id"))
-    text = out.decode("ascii", "replace").strip()
+    text = board.exec(sent(INFO, "mk_id", fresh)).decode("ascii", "replace").strip()
     return "".join(c for c in text if c.isalnum())[:32] or fresh

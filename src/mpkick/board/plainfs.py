@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BoardError, InputError, ProtocolError, os_error
-from ..protocol.channel import Caps, Stats, file_digest
+from ..protocol.caps import Caps
+from ..protocol.channel import Stats, file_digest
 from ..protocol.repl import RawRepl
 from ..target import Entry, norm
 from . import agent

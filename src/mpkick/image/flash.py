@@ -23,15 +23,14 @@ from typing import NamedTuple
 from ..board.board import Board, _literal
 from ..errors import ConnectError, InputError, MpkickError, ProtocolError
 from ..protocol.channel import SendSession, receive_frames
+from ..protocol.opcodes import Frame
 from ..target import META, Usage
 from .geometry import detect_geometry
 from .target import load_image, save_file
 
 #: A flash session's frames wait on the board's erase and program; its verify reads every block.
 FLASH_ACK_TIMEOUT = 120.0
-BLOCK = ord("B")
-FLASH = ord("F")
-VERIFY = ord("V")
+BLOCK, FLASH, VERIFY = Frame.BLOCK, Frame.FLASH, Frame.VERIFY
 
 
 class BlockDevice(NamedTuple):

@@ -24,93 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BoardError, ConnectError, DeviceTimeout, ProtocolError, VerifyError, os_error
+from .caps import Caps
+from .opcodes import SYNC, Answer, Frame
 from .repl import RawRepl
 
-SYNC = 0xA5
 RESYNC = b"\x00\xffmpkick-resync"
-ACK, NAK, ERR = 0x06, 0x15, 0x45
-OPEN, DATA, ZDATA, COMMIT, MKDIR, REMOVE, RMDIR, RENAME, END = b"ODZCMRQNX"
-STREAM = ord("S")
-PATCH = ord("P")  # ranges of the old file: little-endian (offset:4, length:4) pairs
+ACK, NAK, ERR = Answer.ACK, Answer.NAK, Answer.ERR
+OPEN, DATA, ZDATA, STREAM, PATCH = Frame.OPEN, Frame.DATA, Frame.ZDATA, Frame.STREAM, Frame.PATCH
+COMMIT, MKDIR, REMOVE, RMDIR, RENAME, END = (Frame.COMMIT, Frame.MKDIR, Frame.REMOVE,
+                                             Frame.RMDIR, Frame.RENAME, Frame.END)
 #: Resends in a row with no frame acknowledged in between: then the link loses more than it
 #: carries (an overrunning UART, a bad cable), and trying on would never end.
 MAX_RESENDS = 8
-
-
-#: How many times a session steps down after the board ran out of RAM (see ``Caps.squeezed``).
-SQUEEZE_STEPS = 3
-
-#: The capabilities ``mk_caps`` reports as bits of a mask, in its order.
-CAP_FLAGS = ("hashlib", "crc32", "deflate", "stream", "zlib", "rename", "stat", "mkdir",
-             "statvfs", "buffer", "kbd_intr", "path")
-
-
-@dataclass
-class Caps:
-    """What the board's firmware offers, probed once per session."""
-
-    hashlib: bool = True
-    crc32: bool = True
-    deflate: bool = False
-    stream: bool = False  # can inflate one deflate stream across frames
-    zlib: bool = False
-    rename: bool = True
-    stat: bool = True
-    mkdir: bool = True
-    statvfs: bool = True
-    buffer: bool = True
-    kbd_intr: bool = True
-    path: bool = True  # sys.path: the agent can be imported from the board's flash
-    free: int = 16384
-    id: str | None = None  # the id mpkick keeps on the board, once it has made one
-    #: Steps down from what ``free`` allows, taken after the board ran out of RAM: each
-    #: halves the frames and the deflate window; the last turns compression off.
-    squeeze: int = 0
-
-    @classmethod
-    def from_report(cls, mask: int, free: int, ident: str | None) -> Caps:
-        """Read ``mk_caps``'s answer: ``(bit mask of CAP_FLAGS, free RAM, board id)``."""
-        flags = {name: bool(mask >> bit & 1) for bit, name in enumerate(CAP_FLAGS)}
-        return cls(**flags, free=free, id=ident)
-
-    @property
-    def hosts_agent(self) -> bool:
-        """Whether the firmware can run mpkick's agent: it reads binary frames from stdin
-        with Ctrl-C switched off, and imports the agent from /.mpkick."""
-        return self.buffer and self.kbd_intr and self.path
-
-    @property
-    def compress(self) -> bool:
-        return (self.deflate or self.zlib) and self.squeeze < SQUEEZE_STEPS
-
-    @property
-    def chunk(self) -> int:
-        """Frame size: as large as the board's free RAM comfortably allows. A session holds
-        about three frames (received, to inflate, inflated) beside the window: with a
-        frame at a 12th of the free RAM at most and the window at a 16th, half is left."""
-        size = 256
-        while size < 32768 and size * 24 <= self.free:
-            size *= 2
-        return max(256, size >> self.squeeze)
-
-    def squeezed(self) -> str | None:
-        """Take the next step down after the board ran out of RAM; what it is, for
-        ``--verbose``, or None when there is none left."""
-        if self.squeeze >= SQUEEZE_STEPS:
-            return None
-        self.squeeze += 1
-        if not self.compress:
-            return f"frames of {self.chunk} bytes, no compression"
-        return f"frames of {self.chunk} bytes, deflate window 2^{self.wbits}"
-
-    @property
-    def wbits(self) -> int:
-        """Deflate window, from the free RAM the board reported: a larger one compresses
-        better, and the board's inflater holds all of it; a 16th of the free RAM at most."""
-        bits = 9
-        while bits < 15 and (1 << (bits + 1)) * 16 <= self.free:
-            bits += 1
-        return max(9, bits - self.squeeze)
 
 
 def paced_chunk(budget: int) -> int:
@@ -166,7 +91,8 @@ class SendSession:
         self._ended = False  # the board left the session (seen from its prompt)
         self._resends = 0  # resends since the board last acknowledged a frame
         self.error_text = ""  # the board's own words for the first error it reported
-        repl.send_code(f"{entry}({caps.chunk})".encode())  # mk_recv, or an extension's
+        # mk_recv, or a part's; a lean board drops the code that receives after the session.
+        repl.send_code(f"{entry}({caps.chunk}, {not caps.lean})".encode())
         # The first byte tells: 04 the board raised instead (it says why); anything else is
         # the agent's READY line, which only the agent prints, damaged or not.
         first = repl.read_exact(1, 10)
@@ -444,7 +370,7 @@ class SendSession:
 
 def receive_file(repl: RawRepl, caps: Caps, path: str) -> bytes:
     """Read a whole file from the board through ``mk_send``'s checked frames."""
-    return receive_frames(repl, caps, f"mk_send({path!r}, {caps.chunk})", path)
+    return receive_frames(repl, caps, f"mk_send({path!r}, {caps.chunk}, {not caps.lean})", path)
 
 
 def receive_frames(repl: RawRepl, caps: Caps, code: str, what: str,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 
 from ..errors import ConnectError, DeviceTimeout
-from .channel import ACK, END, ERR, NAK, RESYNC, SYNC, check
+from .channel import ACK, END, ERR, NAK, RESYNC, check
+from .opcodes import SYNC
 from .repl import RawRepl
 
 #: Filler sent before each try, growing up to a whole frame of the largest size a board takes.

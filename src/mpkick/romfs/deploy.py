@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 from ..board.board import Board, _literal
 from ..errors import InputError, MpkickError
+from ..protocol.opcodes import Frame
 from . import image as romimage
 from .source import check_mpy
 
 MODULE = "mpkick_romfs"
-WRITE, CHECK = ord("W"), ord("K")
+WRITE, CHECK = Frame.ROM_WRITE, Frame.ROM_CHECK
 #: Frames wait for erases, and the final check reads the whole image back.
 ACK_TIMEOUT = 120.0
 
@@ -86,7 +87,7 @@ def _load(board: Board) -> None:
         raise NoRomfs("this board's firmware has no ROMFS (no vfs.rom_ioctl): it needs "
                       "MicroPython 1.25 or newer built with ROMFS (stm32, rp2, esp32, esp8266, "
                       "unix; mimxrt, nrf, renesas-ra, samd from 1.28)")
-    board.load_module(MODULE)
+    board.load_part(MODULE)
 
 
 def partitions(board: Board) -> list[Partition]:

@@ -209,4 +209,7 @@ except Exception as _e:
         pass
     sys.print_exception(_e)
     del _e, sys, vfs
-del _boot, _part, _module_like, _Module
+finally:
+    # Even when a Ctrl-C meant for main.py lands as it returns: a board's boot code never
+    # stays in the REPL (here it would hold kB of a small heap).
+    del _boot, _part, _module_like, _Module

@@ -1,11 +1,12 @@
 # Part of mpkick's agent, loaded only for image pull and image flash: the board's block device.
-# Runs in the REPL's namespace beside the core agent (mpkick_agent.py) and uses its mk_ names.
+# It uses the core's mk_ names (mpkick_agent.py) and handles the session's F, B and V frames.
 try:
     import hashlib
 except ImportError:
     hashlib = None
 import os
 import sys
+from mpkick_agent import mk_check, mk_extend, mk_frame, mk_hex
 
 
 def _bdev():
@@ -104,36 +105,46 @@ def _flash_mount(s):
     os.chdir("/")
 
 
-def _flash_op(s, kind, p):
-    # Frames of a session that replaces the whole filesystem; ``s`` is the agent's session.
-    if kind == 0x42:  # B: block:4, offset:4, data; a block is written once it is whole
-        off = p[4] | p[5] << 8 | p[6] << 16 | p[7] << 24
-        s.blk[off:off + len(p) - 8] = p[8:]
-        if off + len(p) - 8 == len(s.blk):
-            s.dev.writeblocks(p[0] | p[1] << 8 | p[2] << 16 | p[3] << 24, s.blk)
-        return
-    if kind == 0x58:  # X: the session ends before V came
-        _flash_mount(s)
-        return
+# The frames of a session that replaces the whole filesystem; ``s`` is the agent's session.
+
+
+def _flash(s, p):
+    # F: replace the filesystem; unmount it once the geometry matches
     args = bytes(p).decode().split("\x00")
-    if kind == 0x46:  # F: replace the filesystem; unmount it once the geometry matches
-        dev, name = _bdev()
-        if dev is None:
-            raise OSError(19, "no block device")
-        have = _geometry(dev)
-        if have != (int(args[0]), int(args[1])):
-            raise OSError(22, "block device is %d blocks of %d" % (have[1], have[0]))
-        s.close_file()
-        try:
-            _vfs().umount("/")
-        except OSError:
-            pass  # nothing mounted: a board whose filesystem did not mount
-        s.dev, s.blk, s.count = dev, bytearray(have[0]), have[1]
-    elif kind == 0x56:  # V: every block read back must hash as the host's image does
-        got = _digest_blocks(s.dev, len(s.blk), s.count)
+    dev, name = _bdev()
+    if dev is None:
+        raise OSError(19, "no block device")
+    have = _geometry(dev)
+    if have != (int(args[0]), int(args[1])):
+        raise OSError(22, "block device is %d blocks of %d" % (have[1], have[0]))
+    s.close_file()
+    try:
+        _vfs().umount("/")
+    except OSError:
+        pass  # nothing mounted: a board whose filesystem did not mount
+    s.dev, s.blk, s.count = dev, bytearray(have[0]), have[1]
+
+
+def _block(s, p):
+    # B: block:4, offset:4, data; a block is written once it is whole
+    off = p[4] | p[5] << 8 | p[6] << 16 | p[7] << 24
+    s.blk[off:off + len(p) - 8] = p[8:]
+    if off + len(p) - 8 == len(s.blk):
+        s.dev.writeblocks(p[0] | p[1] << 8 | p[2] << 16 | p[3] << 24, s.blk)
+
+
+def _verify(s, p):
+    # V: every block read back must hash as the host's image does
+    got = _digest_blocks(s.dev, len(s.blk), s.count)
+    _flash_mount(s)
+    if got != bytes(p).decode():
+        raise OSError(5, "flash read back with a different hash")
+
+
+def _end(s, p):
+    # X: the session ends before V came
+    if s.dev is not None:
         _flash_mount(s)
-        if got != args[0]:
-            raise OSError(5, "flash read back with a different hash")
 
 
-mk_extend(_flash_op)
+mk_extend({_FLASH: _flash, _BLOCK: _block, _VERIFY: _verify, _END: _end})

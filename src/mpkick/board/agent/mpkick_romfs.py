@@ -1,6 +1,6 @@
 # mpkick's ROMFS agent: runs ON the board, loaded only by the commands that touch a ROM
 # partition (mpkick romfs ..., push --romfs). Kept at /.mpkick/mpkick_romfs.py like the main
-# agent, whose binary session it extends with two frames:
+# agent, whose binary session it extends with two frames (protocol/opcodes.py names them):
 #   W  rid, image length, wbits, blocks: erase block 0 at once (the old image stops being valid
 #      before anything else changes), then take the bytes of the listed blocks in order, each
 #      block erased before its first byte is written; the image's first bytes (its header) are
@@ -10,12 +10,7 @@
 #      the write completed. A cut at any moment leaves the old image, the new one, or none.
 import sys
 import vfs
-from mpkick_agent import _Session, _hex, _put_frame, hashlib
-
-try:
-    import micropython as _mp
-except ImportError:
-    _mp = None
+from mpkick_agent import _hex, _put_frame, hashlib, mk_extend, mk_recv
 
 HEAD = 16  # bytes of the image held back and written last (header and length fit in 8)
 CHUNK = 1024
@@ -197,36 +192,28 @@ def _mount(rom):
     return True
 
 
-class _RomSession(_Session):
-    def op(self, kind, payload):
-        if kind == 0x57:  # W: rid, length, wbits, blocks
-            a = bytes(payload).decode().split("\x00")
-            self.close_file()
-            _umount()
-            self.wbits = int(a[2])
-            self.f = _Writer(_Rom(int(a[0])), int(a[1]), [int(b) for b in a[3].split(",")])
-            self.rom_w = self.f
-        elif kind == 0x4B:  # K: sha256 of the image
-            w = getattr(self, "rom_w", None)
-            if w is None:
-                raise OSError(5, "no ROM write under way")
-            self.f = self.rom_w = None
-            w.finish(bytes(payload).decode())
-        else:
-            _Session.op(self, kind, payload)
+def _rom_write(s, payload):
+    # W: rid, length, wbits, blocks; ``s`` is the agent's session
+    a = bytes(payload).decode().split("\x00")
+    s.close_file()
+    _umount()
+    s.wbits = int(a[2])
+    s.f = _Writer(_Rom(int(a[0])), int(a[1]), [int(b) for b in a[3].split(",")])
+    s.rom_w = s.f
 
 
-def mk_rom_recv(chunk):
-    """The binary session of the main agent, with the ROM frames."""
-    if _mp:
-        _mp.kbd_intr(-1)
-    try:
-        s = _RomSession(chunk)
-        sys.stdout.write("\x06READY %d\n" % chunk)
-        s.run()
-    finally:
-        if _mp:
-            _mp.kbd_intr(3)
+def _rom_check(s, payload):
+    # K: sha256 of the image
+    w = getattr(s, "rom_w", None)
+    if w is None:
+        raise OSError(5, "no ROM write under way")
+    s.f = s.rom_w = None
+    w.finish(bytes(payload).decode())
+
+
+mk_extend({_ROM_WRITE: _rom_write, _ROM_CHECK: _rom_check})
+#: The binary session of the main agent, with the ROM frames.
+mk_rom_recv = mk_recv
 
 
 def _walk(top, out, limit):

@@ -1,0 +1,157 @@
+# mpkick's agent, its reading half: what the board offers (mk_caps), the tree listing
+# (mk_tree), stat, free space and sending a file to the host. The core (mpkick_agent.py) imports it on first use; on a small heap it
+# goes again after each call, so that the session (mpkick_recv.py) finds the room.
+import gc
+import os
+import sys
+from mpkick_agent import _Man, _Journal, _compact, _hash_file, _stat, _isdir, _mark, _hex
+from mpkick_agent import _put_frame, META, S, hashlib
+
+
+def _caps():
+    # Printed at every connection, so a bit mask, not a dict: about 30 bytes instead of 220.
+    # The bits come from mk_have (agent/mpkick_probe.py, in front of this file).
+    mask, free = mk_have()
+    ident = None
+    try:
+        with open(META + "/id") as f:
+            ident = f.read().strip()
+    except OSError:
+        pass
+    print(repr((mask, free, ident)))
+
+
+def _entries(path):
+    if hasattr(os, "ilistdir"):
+        for e in os.ilistdir(path):
+            size = e[3] if len(e) > 3 else -1
+            yield e[0], _isdir(e[1]), size
+    else:
+        for name in os.listdir(path):
+            full = (path.rstrip("/") + "/" + name) if path != "/" else "/" + name
+            st = _stat(full)
+            if st:
+                yield name, _isdir(st[0]), st[6]
+            else:
+                yield name, False, os.size(full) if hasattr(os, "size") else -1
+
+
+def _walk(root):
+    # Depth first, holding one folder iterator per level: (path, isdir, size). On littlefs
+    # that is _key order; elsewhere (FAT) the manifest is read again where the order breaks.
+    stack = [_entries(root)]
+    base = [root]
+    while stack:
+        for name, isdir, size in stack[-1]:
+            d = base[-1]
+            full = (d + "/" + name) if d != "/" else "/" + name
+            if isdir and full == META and root != META:
+                continue
+            yield full, isdir, size
+            if isdir:
+                stack.append(_entries(full))
+                base.append(full)
+                break
+        else:
+            stack.pop()
+            base.pop()
+
+
+def _tree(root, hashes, digest):
+    """One line per entry below root: kind, size, mtime, hash, path (tab separated).
+
+    With digest, only 32 hex digits: the XOR of sha256("kind size hash path") over all entries,
+    which the host compares with listings it already knows, so an unchanged board costs one
+    short answer. mpkick's own folder is left out unless it is the root asked for. RAM holds
+    one path per folder level and one manifest line, however large the tree."""
+    gc.collect()
+    buf = bytearray(1024)  # its size is part of the weak sum (channel.file_digest)
+    man = jour = None
+    if hashes and hashlib:
+        try:
+            _compact()
+        except MemoryError:
+            gc.collect()  # what the failed merge held is garbage now: once more
+            _compact()
+        man = _Man()
+        jour = _Journal(man)
+        within = root.rstrip("/") + "/"
+        man.skipped = lambda p: jour.add(p) if p.startswith(within) else None
+    out = sys.stdout
+    acc = bytearray(16) if digest else None
+    try:
+        for full, isdir, size in _walk(root):
+            if isdir:
+                if acc is None:
+                    out.write("d\t0\t0\t-\t%s\n" % full)
+                else:
+                    _fold(acc, "d\t0\t-\t%s\n" % full)
+                continue
+            st = _stat(full)
+            mtime = st[8] if st else 0
+            if st and size < 0:
+                size = st[6]
+            h = "-"
+            if hashes:
+                e = man.get(full) if man else None
+                if e and e[0] == size and e[1] == mtime:
+                    h = e[2]
+                else:
+                    h = _hash_file(full, buf)
+                    if jour:
+                        jour.add(full, size, mtime, h)
+            _mark()
+            if acc is None:
+                out.write("f\t%d\t%d\t%s\t%s\n" % (size, mtime, h, full))
+            else:
+                _fold(acc, "f\t%d\t%s\t%s\n" % (size, h, full))
+        if man:
+            man.get(within + S)  # every entry left below root is gone too
+    finally:
+        if man:
+            man.close()
+            jour.close()
+    if jour and jour.last:
+        _compact()
+    if acc is not None:
+        out.write(_hex(acc) + "\n")
+
+
+def _fold(acc, line):
+    h = hashlib.sha256(line.encode()).digest()
+    for i in range(16):
+        acc[i] ^= h[i]
+
+
+def _stat1(path):
+    st = _stat(path)
+    if st is None:
+        for name, isdir, size in _entries(path.rsplit("/", 1)[0] or "/"):
+            if name == path.rsplit("/", 1)[1]:
+                print(repr((isdir and 0x4000 or 0x8000, size, 0)))
+                return
+        raise OSError(2)
+    print(repr((st[0], st[6], st[8])))
+
+
+def _usage(path):
+    v = os.statvfs(path)
+    print(repr((v[0] * v[2], v[0] * v[3], v[0])))
+
+
+def _send(path, chunk):
+    """Send a file as checked frames: SYNC, 3-byte length, check, data; an empty frame ends it."""
+    out = sys.stdout.buffer
+    buf = bytearray(chunk)
+    if hashlib:
+        h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            k = f.readinto(buf)
+            data = bytes(buf[:k]) if k else b""
+            if hashlib and k:
+                h.update(data)
+            _put_frame(out, data)
+            if not k:
+                break
+    out.write((_hex(h.digest()) if hashlib else "-").encode() + b"\n")
