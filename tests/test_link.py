@@ -302,3 +302,26 @@ def test_code_sent_unchecked_runs_only_if_it_arrived_whole(board: Board) -> None
     with pytest.raises(BoardError) as err:
         board.exec(lost.decode())
     assert err.value.exc_type == "SyntaxError"
+
+
+#: What the real micro:bit (MicroPython 1.9.2, 9 kB of heap) printed, through the echo loader,
+#: for code that ran out of RAM itself; and the same with the loader's own frame last, as when
+#: the loader cannot hold the code's lines or compile them.
+_CODE_RAN_OUT = ('Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n'
+                 '  File "<string>", line 10, in _mk_r\r\n'
+                 '  File "<string>", line 1, in <module>\r\n'
+                 'MemoryError: memory allocation failed, allocating 20000 bytes\r\n')
+_LOADER_RAN_OUT = ('Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n'
+                   '  File "<string>", line 8, in _mk_r\r\n'
+                   'MemoryError: memory allocation failed, allocating 802 bytes\r\n')
+
+
+def test_only_the_loader_running_out_of_ram_may_go_again() -> None:
+    """Code the loader could not hold never ran, so it may be sent again; a MemoryError of the
+    code itself stands (it may have done half its work)."""
+    from mpkick.errors import BoardError
+    from mpkick.protocol.repl import _loader_ran_out
+
+    assert _loader_ran_out(BoardError("MemoryError", "", _LOADER_RAN_OUT))
+    assert not _loader_ran_out(BoardError("MemoryError", "", _CODE_RAN_OUT))
+    assert not _loader_ran_out(BoardError("SyntaxError", "", _LOADER_RAN_OUT))

@@ -242,3 +242,4 @@ def test_what_the_old_profile_lacks_the_real_old_firmware_lacks_too(port: str,
     sim, _, sim_paste = detected(f"sim://{tmp_path / 'f.img'}?profile=old")
     assert not real_paste and not sim_paste
     assert [k for k in CAP_FLAGS if not sim[k] and real[k]] == []
+

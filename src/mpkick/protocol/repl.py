@@ -54,6 +54,13 @@ def checked(code: bytes) -> bytes:
             "else:raise SyntaxError('damaged on the way')\ndel _s").encode()
 
 
+def _loader_ran_out(exc: BoardError) -> bool:
+    """True when the echo loader itself ran out of RAM joining or compiling the code (its
+    frame is the last): on a 9 kB heap, fragmented, that happens, and nothing has run yet."""
+    frames = [ln for ln in exc.traceback.splitlines() if ln.strip().startswith("File ")]
+    return exc.exc_type == "MemoryError" and bool(frames) and frames[-1].endswith("in _mk_r")
+
+
 ECHO_WINDOW = 16
 #: Times code damaged on the way (it did not compile) is sent again before the error stands.
 DAMAGE_RETRIES = 3
@@ -439,6 +446,8 @@ class RawRepl:
                 self.send_code(data, echo=echo)
                 return self.finish(timeout, stream)
             except BoardError as exc:
+                if echo and attempt < DAMAGE_RETRIES and _loader_ran_out(exc):
+                    continue  # nothing ran; the loader collects garbage before each try
                 # Without raw-paste nothing stops an overrun, and code that lost bytes does
                 # not compile: nothing ran, so it can go again, slower.
                 if self.raw_paste is not False or attempt == DAMAGE_RETRIES or \
