@@ -121,7 +121,6 @@ def sync(target: Target, local: LocalTree, dest: str, *, delete: bool = False,
     """Make ``dest`` on an open target hold ``local``: list, plan, apply, verify, and try
     again where a board ran out of RAM or its listing was stale. What ``kick``, ``watch``
     and ``install`` all push through."""
-    say = log
     verified = False
     floor = 0
     while True:
@@ -132,13 +131,13 @@ def sync(target: Target, local: LocalTree, dest: str, *, delete: bool = False,
             if verified:
                 raise
             verified = True
-            say(f"{exc.filename}: the board's copy was not what its listing said (changed "
+            log(f"{exc.filename}: the board's copy was not what its listing said (changed "
                 "on the board?); listing the board again and pushing again")
         except OutOfMemory:
             if floor >= FLOOR_TRIES:
                 raise
             floor += 1  # a listing or a merge that found the heap in pieces: once more
-            say("the board ran out of RAM listing its files; asking again")
+            log("the board ran out of RAM listing its files; asking again")
         except OSError as exc:
             step = target.relieve(exc)
             if step is None and exc.errno == errno.ENOMEM and floor < FLOOR_TRIES:
@@ -148,7 +147,7 @@ def sync(target: Target, local: LocalTree, dest: str, *, delete: bool = False,
                 step = "the smallest frames again, for the files still to send"
             if step is None:
                 raise
-            say(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
+            log(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
                 f"with {step} (slower)")
     return result
 
