@@ -386,3 +386,22 @@ def test_config_gives_the_defaults(sim_url: str, tmp_path: Path,
 def test_local_sha256_is_what_the_plan_compares(tmp_path: Path) -> None:
     tree = scan_local(make(tmp_path / "p", {"a": b"abc"}), IgnoreRules([]))
     assert tree.files["a"].sha256 == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_links_outside_src_or_back_up_are_left_out_and_links_inside_are_followed(
+        tmp_path: Path) -> None:
+    from mpkick.ignore import IgnoreRules
+
+    src, elsewhere = tmp_path / "src", tmp_path / "elsewhere"
+    (src / "lib").mkdir(parents=True)
+    elsewhere.mkdir()
+    (src / "lib" / "a.py").write_text("A = 1\n")
+    (elsewhere / "secret.txt").write_text("host only\n")
+    (src / "out").symlink_to(elsewhere)  # a host folder: not for the board
+    (src / "lib" / "loop").symlink_to(src)  # back up the tree: would never end
+    (src / "alias").symlink_to(src / "lib")  # inside SRC: its files go too
+    tree = scan_local(src, IgnoreRules.from_folder(src))
+    assert sorted(tree.files) == ["alias/a.py", "lib/a.py"]
+    assert sorted(tree.skipped) == ["alias/loop", "lib/loop", "out"]
+    followed = scan_local(src, IgnoreRules.from_folder(src), follow_links=True)
+    assert "out/secret.txt" in followed.files and "lib/loop" in followed.skipped

@@ -83,8 +83,11 @@ def scan_local(src: Path, rules: IgnoreRules, follow_links: bool = False) -> Loc
             rel = prefix + child.name
             if not prefix and child.name in RULE_FILES:
                 continue  # rules for the host, not files for the board
-            real = child.resolve()
+            # Only a link needs resolving: any other child's real path is its folder's plus
+            # its name (resolving every file cost a 1,000-file no-op push a tenth of its time).
+            real = ancestors[-1] / child.name
             if child.is_symlink():
+                real = child.resolve()
                 outside = real != base and base not in real.parents
                 if (outside and not follow_links) or real in ancestors or not child.exists():
                     tree.skipped.append(rel)
