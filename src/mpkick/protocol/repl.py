@@ -333,9 +333,12 @@ class RawRepl:
                 try:
                     self.exec(checked(LOADER))
                     break
-                except BoardError:
-                    # Defining a function has no side effects: any error there is damage.
-                    if attempt == DAMAGE_RETRIES:
+                except BoardError as exc:
+                    # Defining a function has no side effects: any error there is damage. A
+                    # SyntaxError has had its resends in ``exec`` already; others (a name in
+                    # the check itself hit) get theirs here.
+                    if attempt == DAMAGE_RETRIES or \
+                            exc.exc_type in ("SyntaxError", "IndentationError"):
                         raise
                     self.slow_down()
             self._loader = True
