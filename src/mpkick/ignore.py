@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
 
 #: Always ignored: version control, caches, editor swap and lock files, our own state.
 DEFAULTS = (".git/", "__pycache__/", "*.pyc", "*.swp", "*.swo", "*~", ".#*", "#*#", ".DS_Store",
@@ -25,7 +27,9 @@ class IgnoreRules:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = [p for p in patterns if p.strip() and not p.lstrip().startswith("#")]
-        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        # Compiled on first use: importing pathspec costs a no-op push a twentieth of its time,
+        # which a push spends in its scanning thread while the board lists its files.
+        self._spec: pathspec.GitIgnoreSpec | None = None
 
     @classmethod
     def from_folder(cls, root: Path, extra: Iterable[str] = ()) -> IgnoreRules:
@@ -42,6 +46,10 @@ class IgnoreRules:
         path = rel_posix_path.strip("/")
         if not path:
             return False
+        if self._spec is None:
+            import pathspec
+
+            self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
         return self._spec.match_file(path + "/" if is_dir else path)
 
     def walk(self, root: Path) -> list[tuple[str, bool]]:

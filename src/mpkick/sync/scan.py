@@ -7,6 +7,7 @@ either whole or not at all.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from ..ignore import RULE_FILES, IgnoreRules
 
 #: Longest name littlefs and FAT keep (bytes of UTF-8).
 NAME_MAX = 255
-
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,35 @@ def scan_local(src: Path, rules: IgnoreRules, follow_links: bool = False) -> Loc
                 tree.add(rel, child.read_bytes(), child)
     tree.dirs.sort()
     return tree
+
+
+class Scanning:
+    """``scan_local`` in a thread of its own, started at once: the host reads SRC while the
+    board is opened and lists its files (for a large tree that is unchanged, the two take about
+    as long). Reading files and hashing them release the GIL, as does waiting on the port."""
+
+    def __init__(self, src: Path, rules: IgnoreRules, follow_links: bool = False) -> None:
+        self._tree: LocalTree | None = None
+        self._error: BaseException | None = None
+        # A daemon: a push that fails on the board side does not wait for a big tree's read.
+        self._thread = threading.Thread(target=self._run, args=(src, rules, follow_links),
+                                        name="mpkick-scan", daemon=True)
+        self._thread.start()
+
+    def _run(self, src: Path, rules: IgnoreRules, follow_links: bool) -> None:
+        try:
+            self._tree = scan_local(src, rules, follow_links)
+        except BaseException as exc:  # handed to whoever asks for the tree
+            self._error = exc
+
+    def error(self) -> BaseException | None:
+        """What the scan raised, once it has ended."""
+        self._thread.join()
+        return self._error
+
+    def result(self) -> LocalTree:
+        error = self.error()
+        if error is not None:
+            raise error
+        assert self._tree is not None
+        return self._tree
