@@ -8,18 +8,40 @@ from pathlib import Path
 import click
 import pytest
 
-from mpkick.cli import cli, main
+from mpkick.cli import COMMANDS, cli, main
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 def all_commands() -> list[tuple[str, click.Command]]:
     found = []
-    for name, cmd in cli.commands.items():
+    for name, cmd in cli.load_all().items():
         found.append((name, cmd))
         if isinstance(cmd, click.Group):
             found += [(f"{name} {sub}", c) for sub, c in cmd.commands.items()]
     return found
+
+
+def test_each_command_is_found_in_the_module_the_table_names() -> None:
+    commands = cli.load_all()
+    assert set(commands) == set(COMMANDS)
+    for name, cmd in commands.items():
+        assert cmd.callback is not None
+        assert cmd.callback.__module__ == f"mpkick.cli.{COMMANDS[name]}", name
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from mpkick.cli import main; main(['push', '--help']); "
+            "print(sorted(m for m in sys.modules if m.startswith('mpkick.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = eval(out.strip().splitlines()[-1])
+    assert "mpkick.cli.push_cmds" in loaded
+    assert not {"mpkick.cli.board_cmds", "mpkick.cli.mount_cmds", "mpkick.cli.image_cmds"} & set(
+        loaded)
 
 
 @pytest.mark.parametrize("name,cmd", all_commands(), ids=lambda v: v if isinstance(v, str) else "")

@@ -14,8 +14,25 @@ from .aliases import AliasGroup
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: The module of this package that defines each command; a command's module is imported only
+#: when it runs (tests/test_cli.py checks this table against what the modules define).
+COMMANDS = {
+    "attach": "attach_cmds",
+    **dict.fromkeys(("info", "ls", "tree", "cat", "get", "put", "rm", "mkdir", "rmdir", "mv",
+                     "df", "sha256sum", "run", "exec", "eval", "repl", "reset", "devices"),
+                    "board_cmds"),
+    "rtc": "convenience_cmds", "edit": "convenience_cmds",
+    "image": "image_cmds",
+    "mount": "mount_cmds", "umount": "mount_cmds",
+    "install": "package_cmds", "compile": "package_cmds",
+    "push": "push_cmds",
+    "romfs": "romfs_cmds",
+    "sim": "sim_cmds",
+    "watch": "watch_cmds",
+}
 
-@click.group(cls=AliasGroup, context_settings=CONTEXT)
+
+@click.group(cls=AliasGroup, context_settings=CONTEXT, lazy=COMMANDS)
 @common.common_options
 @click.version_option(__version__, prog_name="mpkick")
 def cli() -> None:
@@ -31,19 +48,8 @@ def cli() -> None:
     set_password_source(common.webrepl_password)
 
 
-# Each family of commands lives in its own module and registers itself on ``cli``.
-from . import (  # noqa: E402
-    attach_cmds,  # noqa: F401
-    board_cmds,  # noqa: F401
-    convenience_cmds,  # noqa: F401
-    image_cmds,  # noqa: F401
-    mount_cmds,  # noqa: F401
-    package_cmds,  # noqa: F401
-    push_cmds,  # noqa: F401
-    romfs_cmds,  # noqa: F401
-    sim_cmds,  # noqa: F401
-    watch_cmds,  # noqa: F401
-)
+# Each family of commands lives in its own module and registers itself on ``cli`` when
+# imported (see COMMANDS).
 
 
 def _one_line(text: str) -> str:
