@@ -56,6 +56,21 @@ def test_the_tree_comes_with_hashes_in_one_exchange(board: Board) -> None:
     assert entries["/a.txt"].sha256 == hashlib.sha256(b"alpha").hexdigest()
 
 
+@pytest.mark.board_needs("strong_hashes")
+def test_the_tree_digest_folds_alike_with_and_without_big_integers(board: Board) -> None:
+    # A port without big integers XORs the digest byte by byte; both ways give the host's.
+    from mpkick.memory.listings import digest
+
+    board.mkdir("/d")
+    for path, data in (("/a.txt", b"alpha"), ("/d/b.py", b"x = 1\n"), ("/d/c", b"")):
+        board.write(path, data)
+    entries = board.tree("/", hashes=True)
+    out = board.exec("import mpkick_read\nmpkick_read._tree('/', True, True)\n"
+                     "mpkick_read._big = False\nmpkick_read._tree('/', True, True)\n"
+                     "mpkick_read._big = True")
+    assert out.split() == [digest(entries).encode()] * 2
+
+
 @pytest.mark.board_needs("rename", "usage")
 def test_it_is_a_filesystem_target(board: Board) -> None:
     assert isinstance(board, Target)

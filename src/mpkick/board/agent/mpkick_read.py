@@ -5,7 +5,15 @@ import gc
 import os
 import sys
 from mpkick_agent import _Man, _Journal, _compact, _hash_file, _stat, _isdir, _mark, _hex
-from mpkick_agent import _put_frame, META, S, hashlib
+from mpkick_agent import _put_frame, _peak, META, S, hashlib
+
+try:
+    # A port with big integers (a 64-bit "long long" one would truncate): a digest then folds
+    # in one operation, not sixteen.
+    _big = int.from_bytes(b"\xff" * 17, "big") >> 128 == 255 and "%032x" % 255 == "0" * 30 + "ff"
+except Exception:
+    _big = False
+_ilist = getattr(os, "ilistdir", None)
 
 
 def _caps():
@@ -22,8 +30,8 @@ def _caps():
 
 
 def _entries(path):
-    if hasattr(os, "ilistdir"):
-        for e in os.ilistdir(path):
+    if _ilist:
+        for e in _ilist(path):
             size = e[3] if len(e) > 3 else -1
             yield e[0], _isdir(e[1]), size
     else:
@@ -78,16 +86,18 @@ def _tree(root, hashes, digest):
         within = root.rstrip("/") + "/"
         man.skipped = lambda p: jour.add(p) if p.startswith(within) else None
     out = sys.stdout
-    acc = bytearray(16) if digest else None
+    acc = (0 if _big else bytearray(16)) if digest else None
+    stat = os.stat if hasattr(os, "stat") else _stat
+    watched = _peak[0] is not None
     try:
         for full, isdir, size in _walk(root):
             if isdir:
                 if acc is None:
                     out.write("d\t0\t0\t-\t%s\n" % full)
                 else:
-                    _fold(acc, "d\t0\t-\t%s\n" % full)
+                    acc = _fold(acc, "d\t0\t-\t%s\n" % full)
                 continue
-            st = _stat(full)
+            st = stat(full)
             mtime = st[8] if st else 0
             if st and size < 0:
                 size = st[6]
@@ -100,11 +110,12 @@ def _tree(root, hashes, digest):
                     h = _hash_file(full, buf)
                     if jour:
                         jour.add(full, size, mtime, h)
-            _mark()
+            if watched:
+                _mark()
             if acc is None:
                 out.write("f\t%d\t%d\t%s\t%s\n" % (size, mtime, h, full))
             else:
-                _fold(acc, "f\t%d\t%s\t%s\n" % (size, h, full))
+                acc = _fold(acc, "f\t%d\t%s\t%s\n" % (size, h, full))
         if man:
             man.get(within + S)  # every entry left below root is gone too
     finally:
@@ -114,13 +125,18 @@ def _tree(root, hashes, digest):
     if jour and jour.last:
         _compact()
     if acc is not None:
-        out.write(_hex(acc) + "\n")
+        out.write((("%032x" % acc) if _big else _hex(acc)) + "\n")
 
 
 def _fold(acc, line):
+    # The XOR of the first 16 bytes of each line's sha256: an int where the port has big
+    # integers, else 16 bytes XORed one by one.
     h = hashlib.sha256(line.encode()).digest()
+    if _big:
+        return acc ^ int.from_bytes(h[:16], "big")
     for i in range(16):
         acc[i] ^= h[i]
+    return acc
 
 
 def _stat1(path):
