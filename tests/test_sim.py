@@ -258,3 +258,21 @@ def test_a_late_friendly_banner_does_not_hide_the_next_clients_raw_repl(tmp_path
                 assert b.exec("print(6 * 7)") == b"42\n"
     finally:
         vb.close()
+
+
+def test_a_pico_mounts_its_flash_as_rp2_firmware_does(tmp_path: Path) -> None:
+    # rp2's _boot.py mounts with progsize=256: littlefs caches 1 KiB, so a 300-byte file is
+    # kept inline in its folder instead of taking a block of its own.
+    code = ("import os\nfor i in range(20):\n with open('/f%d' % i, 'w') as f: f.write('x' * 300)"
+            "\nv = os.statvfs('/')\nprint(v[2] - v[3])")
+    used = {}
+    for name, options in (("default", ""), ("pico", "profile=pico")):
+        with Board.connect(f"sim://{tmp_path}/{name}.img?{options}") as b:
+            used[name] = int(b.exec(code))
+    assert used["default"] >= 20 > 2 * used["pico"]  # a block each, against a few folder logs
+    # littlefs mounts an image made with either progsize: the same files, read both ways
+    with Board.connect(f"sim://{tmp_path}/pico.img") as b:
+        assert b.read("/f7") == b"x" * 300
+    assert parse_url("sim://?profile=pico").progsize == 256
+    with pytest.raises(InputError, match="progsize"):
+        parse_url("sim://x.img?progsize=100")

@@ -56,8 +56,9 @@ def _boot():
     sys.modules["machine"] = _part("machine")(image + ".rtc", os.getenv("MPKICK_SIM_SERIAL") or "")
     # The host's files go first: whatever happens next, the board never sees them.
     vfs.umount("/")
+    progsize = int(os.getenv("MPKICK_SIM_PROGSIZE") or 32)  # rp2 mounts with 256
     try:
-        fs = vfs.VfsLfs2(flash)
+        fs = vfs.VfsLfs2(flash, progsize=progsize)
     except OSError:
         # A blank flash is formatted, as a board's _boot.py does; anything else is kept as it is
         # (it may be someone's image): the board then runs with no filesystem and says why.
@@ -65,8 +66,8 @@ def _boot():
         flash.readblocks(0, head)
         if any(b not in (0, 0xFF) for b in head):
             raise OSError(19, "the flash image is not a littlefs2 filesystem; not formatting it")
-        vfs.VfsLfs2.mkfs(flash)
-        fs = vfs.VfsLfs2(flash)
+        vfs.VfsLfs2.mkfs(flash, progsize=progsize)
+        fs = vfs.VfsLfs2(flash, progsize=progsize)
     vfs.mount(fs, "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]

@@ -141,6 +141,7 @@ class UnixPort:
         else:
             env.pop("MPKICK_SIM_ROMFS", None)
         env["MPKICK_SIM_SERIAL"] = self.options.serial or ""  # machine.unique_id()
+        env["MPKICK_SIM_PROGSIZE"] = str(self.options.progsize)  # how VfsLfs2 mounts the flash
         self.ready_mark, self.hide_mark = firmware_marks(token)
         if main is not None:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
