@@ -15,7 +15,7 @@ import click
 from ..errors import InputError
 from ..target import META, Entry, Target, is_within, makedirs, norm, remove_tree
 from ..units import human
-from . import cli, fleet_cmds
+from . import cli, common, fleet_cmds
 from .attach_cmds import attach_option, attached_board
 from .common import (
     common_options,
@@ -323,7 +323,7 @@ def run_cmd(file: str, attach_dirs: tuple[str, ...], write: bool, compile_: bool
     path = Path(file)
     if not path.is_file():
         raise InputError(f"{file} does not exist on the host")
-    refs = fleet_cmds.many()
+    refs = common.many()
     if refs is not None:
         if attach_dirs:
             raise InputError("--attach serves one board: give one with -p")
@@ -346,7 +346,7 @@ run_cmd.epilog = example("mpkick run blink.py\nmpkick run --attach src src/main.
 @jobs_option
 def exec_cmd(code: str) -> None:
     """Run a piece of code on the board and print its output."""
-    refs = fleet_cmds.many()
+    refs = common.many()
     if refs is not None:
         fleet_cmds.code_many(refs, code, "exec")
         return
@@ -400,7 +400,7 @@ def reset_cmd(hard: bool) -> None:
     boards wired for one (ESP32/ESP8266 auto-reset circuits)."""
     from ..errors import NoAnswer
 
-    refs = fleet_cmds.many()
+    refs = common.many()
     if refs is not None:
         fleet_cmds.reset_many(refs, hard)
         return

@@ -70,6 +70,13 @@ def options() -> Options:
     return click.get_current_context().ensure_object(Options)
 
 
+def many() -> list[BoardRef] | None:
+    """The boards named, when there are several; None for the usual one-board command (which
+    then does not import the fleet's machinery)."""
+    refs = options().boards()
+    return refs if len(refs) > 1 else None
+
+
 def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
         if isinstance(value, tuple):  # -p, given any number of times, before or after

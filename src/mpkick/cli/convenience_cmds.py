@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from . import cli, fleet_cmds
+from . import cli, common, fleet_cmds
 from .common import common_options, example, jobs_option, open_board, open_target
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def rtc_cmd(set_: bool, utc: bool) -> None:
             return set_clock(board, now).strftime(FORMAT)
         return read_clock(board).strftime(FORMAT)
 
-    refs = fleet_cmds.many()
+    refs = common.many()
     if refs is not None:  # a classroom's clocks, all at once
         def job(bj: BoardJob) -> str:
             with fleet_cmds.connect(bj) as board:

@@ -32,12 +32,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def many() -> list[BoardRef] | None:
-    """The boards named, when there are several; None for the usual one-board command."""
-    refs = common.options().boards()
-    return refs if len(refs) > 1 else None
-
-
 def on_boards(refs: list[BoardRef], job: Callable[[BoardJob], T], title: str) -> list[Outcome[T]]:
     """Run ``job`` on every board, draw it, sum it up; exit 1 when any board failed."""
     opts = common.options()

@@ -210,7 +210,8 @@ def flash(img: str, yes: bool) -> None:
     """
     from ..errors import MpkickError
     from ..image.flash import image_flash, plan_flash
-    from .fleet_cmds import flash_many, many
+    from .common import many
+    from .fleet_cmds import flash_many
 
     refs = many()
     if refs is not None:

@@ -86,7 +86,7 @@ def install_cmd(packages: tuple[str, ...], index: str | None, target_dir: str | 
     board_mpy = parse_mpy(mpy)
     from . import fleet_cmds
 
-    refs = None if dry_run else fleet_cmds.many()
+    refs = None if dry_run else common.many()
     if refs is not None:
         def resolve_for(found: int | None) -> list[Item]:
             compiler = Compiler.for_board(board_mpy or found, mpy_cross or

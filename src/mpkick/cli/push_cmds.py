@@ -171,10 +171,10 @@ def push_cmd(src: str | None, dest: str | None, delete: bool | None, dry_run: bo
         from ..errors import InputError
 
         raise InputError(f"{src} does not exist: give the folder to push (SRC)")
-    from . import fleet_cmds
-
-    refs = fleet_cmds.many()
+    refs = common.many()
     if refs is not None:
+        from . import fleet_cmds
+
         fleet_cmds.push_many(refs, run_file=run_file, reset=reset, src=src, dest=dest,
                              delete=delete, dry_run=dry_run, ignore=patterns,
                              follow_links=follow_links, compile=compile_,

@@ -202,7 +202,7 @@ def deploy_cmd(src: Path, rid: int, compile_: bool, mpy_cross: str | None,
     from ..romfs import deploy as rom
 
     opts = common.options()
-    refs = fleet_cmds.many()
+    refs = common.many()
     if refs is not None:
         if dry_run:
             raise InputError("--dry-run compares one board: give one with -p")
