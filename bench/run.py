@@ -169,8 +169,10 @@ def compile_sources() -> None:
 
 
 def session(tool: str, baud: int, rep: int, work: Workload, workdir: Path,
-            log: Callable[[str], None] = print, options: str = "") -> list[Measurement]:
-    """The three scenarios in order on one fresh board: full, unchanged, edit."""
+            log: Callable[[str], None] = print, options: str = "", again: int = 1
+            ) -> list[Measurement]:
+    """The three scenarios in order on one fresh board: full, unchanged (``again`` times in a
+    row, every tool alike), edit."""
     src = workdir / f"src-{tool}-{baud}-{rep}"
     shutil.rmtree(src, ignore_errors=True)
     work.write(src)
@@ -181,7 +183,7 @@ def session(tool: str, baud: int, rep: int, work: Workload, workdir: Path,
     out = []
     with virtual_board(image, baud, link, options) as board:
         files = dict(work.files)
-        for scenario in SCENARIOS:
+        for scenario in (s for s in SCENARIOS for _ in range(again if s == "unchanged" else 1)):
             if scenario == "edit":
                 work.apply_edit(src)
                 files[work.edit_path] = work.edited
