@@ -1,7 +1,8 @@
 """A filesystem target kept in a dict: the ``Target`` contract with nothing behind it.
 
 Used where a test is about the layer above the target (mount's caching and buffering), and to
-make a target fail on purpose (``gone``), which a real board only does when unplugged.
+make a target fail on purpose (``gone``, which a real board only does when unplugged; and
+``out_of_ram_at``, a write that finds the heap too fragmented, as a small board's may).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class MemTarget(LocalTarget):
         self.dirs: set[str] = {"/"}
         self.total = total
         self.gone = False  # True: every operation times out, like an unplugged board
+        self.out_of_ram_at: int | None = None  # this write (counted from 1) fails with ENOMEM
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()  # catches a caller that forgets to serialise
 
@@ -77,6 +79,8 @@ class MemTarget(LocalTarget):
         self._need_parent(path)
         if path in self.dirs:
             raise os_error(errno.EISDIR, path)
+        if self.calls["write"] == self.out_of_ram_at:
+            raise os_error(errno.ENOMEM, path)
         used = sum(map(len, self.files.values())) - len(self.files.get(path, b""))
         if used + len(data) > self.total:
             raise os_error(errno.ENOSPC, path)

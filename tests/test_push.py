@@ -131,6 +131,24 @@ def test_after_an_edit_only_the_changed_file_travels(board: Board, tmp_path: Pat
 
 
 @pytest.mark.board_needs("folders")
+def test_a_push_that_ran_out_of_ram_part_way_reports_each_file_it_wrote_once(
+        tmp_path: Path) -> None:
+    # The first session runs out of RAM at its fourth file; the next one finds the first
+    # three written and sends the rest: the result says six created, not three, nor nine.
+    from memtarget import MemTarget
+
+    for i in range(6):
+        (tmp_path / f"f{i}.py").write_text(f"x = {i}\n")
+    target = MemTarget()
+    target.out_of_ram_at = 4
+    said: list[str] = []
+    result = kick(src=tmp_path, target=target, log=said.append)
+    assert (result.created, result.updated, result.unchanged) == (6, 0, 0)
+    assert result.bytes_sent == sum(len(f"x = {i}\n") for i in range(6))
+    assert any("ran out of RAM" in line for line in said)
+    assert sorted(target.files) == [f"/f{i}.py" for i in range(6)]
+
+
 def test_nested_folders_and_a_missing_dest_are_created(board: Board, tmp_path: Path) -> None:
     src = make(tmp_path / "p", PROJECT)
     kick(src=src, dest="/apps/demo", target=board)

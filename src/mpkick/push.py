@@ -141,9 +141,11 @@ def sync(target: Target, local: LocalTree | Callable[[], LocalTree], dest: str, 
     and ``install`` all push through."""
     verified = False
     floor = 0
+    done = Result(Plan(norm(dest)))  # every attempt adds what it wrote
     while True:
         try:
-            result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan)
+            result = _sync(target, local, dest, delete, dry_run, progress, transfer, on_plan,
+                           done)
             break
         except VerifyError as exc:
             if verified:
@@ -183,7 +185,8 @@ def _kick_many(ports: Sequence[str], jobs: int | None = None, events: Events | N
 
 def _sync(target: Target, source: LocalTree | Callable[[], LocalTree], dest: str,
           delete: bool, dry_run: bool, progress: ApplyProgress | None,
-          transfer: Transfer | None, on_plan: Callable[[Plan], None] | None) -> Result:
+          transfer: Transfer | None, on_plan: Callable[[Plan], None] | None,
+          done: Result) -> Result:
     """List the target, plan, and (unless ``dry_run``) apply: one attempt of ``kick``."""
     features = target.features
     missing = missing_folders(target, dest)
@@ -202,7 +205,7 @@ def _sync(target: Target, source: LocalTree | Callable[[], LocalTree], dest: str
         delta = DeltaTransfer(target)
         delta.prepare(the_plan)  # block signatures, all in one go, before the writer opens
         transfer = delta
-    result = apply(target, the_plan, progress, transfer)
+    result = apply(target, the_plan, progress, transfer, done)
     if delta is not None and delta.sender is not None:
         result.modes = dict(delta.sender.stats.files)
     if record is not None and not the_plan.empty:

@@ -44,6 +44,7 @@ class Result:
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)  # which transfer path was chosen
     modes: dict[str, str] = field(default_factory=dict)  # path -> warm / cold / whole (deltas)
+    written: set[str] = field(default_factory=set, repr=False)  # paths counted as written
 
     def summary(self) -> str:
         return (f"{self.created} created, {self.updated} updated, {self.deleted} deleted, "
@@ -82,10 +83,18 @@ def check_space(target: Target, plan: Plan) -> None:
 
 
 def apply(target: Target, plan: Plan, progress: ApplyProgress | None = None,
-          transfer: Transfer | None = None) -> Result:
-    """Carry ``plan`` out on ``target`` through its writer (on a board, one binary session)."""
+          transfer: Transfer | None = None, result: Result | None = None) -> Result:
+    """Carry ``plan`` out on ``target`` through its writer (on a board, one binary session).
+
+    ``result``: what earlier attempts of the same push did before they failed (the board ran
+    out of RAM); this attempt adds to it, so the push reports all it wrote, each file once,
+    and not the files an earlier attempt wrote as unchanged.
+    """
     start = time.monotonic()
-    result = Result(plan, unchanged=len(plan.of(UNCHANGED)))
+    if result is None:
+        result = Result(plan)
+    result.unchanged = sum(a.path not in result.written for a in plan.of(UNCHANGED))
+    result.plan = plan
     if plan.empty:
         result.seconds = time.monotonic() - start
         return result
@@ -105,7 +114,7 @@ def apply(target: Target, plan: Plan, progress: ApplyProgress | None = None,
                     report(action, 0)
                     _one(writer, action, files, send, report, result)
         finally:
-            result.wire_bytes = writer.wire_bytes
+            result.wire_bytes += writer.wire_bytes
     result.seconds = time.monotonic() - start
     return result
 
@@ -126,6 +135,9 @@ def _one(writer: Writer, action: Action, files: dict[str, LocalFile], send: Tran
             report(action, n)
 
         send(writer, action, files[action.rel], step)
+        if action.path in result.written:
+            return  # an earlier attempt wrote it, and counted it
+        result.written.add(action.path)
         if action.kind == CREATE:
             result.created += 1
         else:
