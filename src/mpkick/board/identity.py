@@ -17,8 +17,9 @@ def board_id(board: Board) -> str:
     known = "".join(c for c in board.caps.id or "" if c.isalnum())[:32]
     if known:
         return known
-    if not board.caps.hosts_agent:
-        # Plain firmware (a micro:bit) has no folder to keep an id in: its chip id serves.
+    if board.plain is not None:
+        # Plain firmware (a micro:bit) has no folder to keep an id in, and a board too small
+        # for the agent no room to run its id code: the chip id serves.
         uid = board.info().uid
         return uid or hashlib.sha256(board.transport.name.encode()).hexdigest()[:16]
     fresh = secrets.token_hex(8)

@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 def transfer_notes(board: Board) -> list[str]:
     """Which transfer path this board gets, for ``--verbose``."""
     caps = board.caps
-    if not caps.hosts_agent:
-        return ["transfer: plain REPL commands (no binary stdin for mpkick's agent): data as "
-                f"bytes literals, paced for a small receive buffer, {caps.free:,} B of heap",
-                "compare: no hashlib: size + weak sum + this host's record of what it pushed",
+    if board.plain is not None:
+        return [f"transfer: plain REPL commands ({board.plain_reason}): data as bytes "
+                f"literals, paced for a small receive buffer, {caps.free:,} B of heap",
+                "compare: size + weak sum + this host's record of what it pushed",
                 "write: " + ("temporary name, read back by weak sum, renamed" if caps.rename
                              else "in place (no os.rename), read back by weak sum")]
     repl = board.repl

@@ -21,7 +21,7 @@ from ..errors import BoardError, InputError, ProtocolError, os_error
 from ..protocol.caps import Caps
 from ..protocol.channel import Stats, file_digest
 from ..protocol.repl import RawRepl
-from ..target import Entry, norm
+from ..target import Entry, Usage, norm
 from . import agent
 
 PLAIN = "mpkick_plain"
@@ -115,6 +115,12 @@ class PlainFs:
     def sum(self, name: str) -> str:
         """The weak sum of the firmware's file ``name``, computed on the board."""
         return str(_value(self.call("mk_sum", name, timeout=120, show=True)))
+
+    def usage(self) -> Usage:
+        """Total and free bytes of the flash, and its block size (as the agent's mk_usage)."""
+        total, free, block = _value(self.exec("import os\nv=os.statvfs('/')\n"
+                                              "print(repr((v[0]*v[2],v[0]*v[3],v[0])))"))
+        return Usage(total, free, block)
 
     def info(self) -> dict[str, Any]:
         platform, impl, version, mpy, free, alloc, uid = _value(self.call("mk_id"))
