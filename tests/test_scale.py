@@ -83,17 +83,19 @@ def test_the_benchmark_workload_pushes_to_a_32k_heap_and_again_after_it_rebooted
 
 
 @pytest.mark.sim_only("hides this host's mpy-cross from a board of known size")
+@pytest.mark.parametrize("heap", ["32K", "64K"])
 def test_a_small_board_without_mpy_cross_here_goes_on_with_plain_commands(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 64K board must compile the agent itself when this host has no mpy-cross, which
-    leaves it too little RAM to run it: the push goes on with plain REPL commands, as peers
-    without an agent work, and says why; the next push goes plain at once and sends nothing.
-    Once mpy-cross is here, the board gets the agent compiled, and an edit goes through."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, heap: str) -> None:
+    """A small board must compile the agent itself when this host has no mpy-cross, which
+    leaves it too little RAM to run it (at 64K the session runs out, at 32K taking the agent
+    in pieces does): the push goes on with plain REPL commands, as peers without an agent
+    work, and says why; the next push goes plain at once and sends nothing. Once mpy-cross is
+    here, the board gets the agent compiled, and an edit goes through."""
     import mpkick.compile.compiler as compiler
     import mpkick.compile.mpycross as mpycross
 
     image = tmp_path / "flash.img"
-    url = f"sim://{image}?size=16M&heap=64K"
+    url = f"sim://{image}?size=16M&heap={heap}"
     work, src = generate(), tmp_path / "src"
     work.write(src)
     for module in (compiler, mpycross):

