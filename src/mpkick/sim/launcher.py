@@ -46,7 +46,10 @@ def _forward_interrupts(asks: int, answers: int, lib: ctypes.CDLL, port_thread: 
 
     A KeyboardInterrupt left pending when code has just ended would hit the next command, so
     one raised just as the code ends is taken back (the port looks for pending interrupts
-    once more as code ends, so none is lost that way).
+    once more as code ends, so none is lost that way). The byte is then data, as a board's
+    UART takes a Ctrl-C that comes a moment after the code ended, or after it turned
+    ``kbd_intr`` off (which looks the same from here): taken back and dropped, it was lost,
+    and a program reading stdin waited for it for ever.
     """
     libc = ctypes.CDLL(None)
     while os.read(asks, 1):
@@ -56,6 +59,7 @@ def _forward_interrupts(asks: int, answers: int, lib: ctypes.CDLL, port_thread: 
             signal.pthread_kill(port_thread, signal.SIGUSR1)
             if not _takes_ctrl_c(libc):
                 lib.mp_sched_exception(None)  # nothing pending: what a board has at its prompt
+                taken = False
             else:
                 threading.Thread(target=_wake, args=(libc, port_thread), daemon=True).start()
         os.write(answers, b"1" if taken else b"0")
