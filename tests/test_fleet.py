@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from mpkick import kick
 from mpkick.board.board import Board
 from mpkick.cli import main
 from mpkick.errors import ConnectError, InputError
+from mpkick.fleet.parallel import BoardJob, Interrupted, run
 from mpkick.fleet.selection import BoardRef, resolve
 from mpkick.sim.options import parse_url
 from mpkick.sim.registry import publish, withdraw
@@ -230,6 +232,41 @@ def test_ctrl_c_mid_push_leaves_every_board_answering_with_old_or_new_files(pty_
             assert names in ([], ["/big.bin"])  # the old state or the new file: never a part
             if names:
                 assert board.read("/big.bin") == big
+
+
+def test_ctrl_c_waits_for_every_boards_clean_up_however_long_it_takes() -> None:
+    """Each board's clean-up (ending its session) runs to its end before ``run`` returns: the
+    process exits after it, and a board cut off half-way would be left in binary mode."""
+    cleaned: list[str] = []
+    busy = threading.Semaphore(0)
+
+    def job(board: BoardJob) -> None:
+        try:
+            busy.release()
+            for _ in range(400):
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            steps = 20 if board.ref.name == "b0" else 2  # the first board's takes longest
+            for _ in range(steps):
+                time.sleep(0.05)
+            cleaned.append(board.ref.name)
+            raise
+
+    refs = [BoardRef(f"b{i}", f"sim://b{i}") for i in range(3)]
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None and threading.get_ident() == main_thread
+
+    def ctrl_c() -> None:  # as the terminal sends it: a SIGINT while run waits for the jobs
+        for _ in refs:
+            busy.acquire()
+        time.sleep(0.2)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    threading.Thread(target=ctrl_c).start()
+    with pytest.raises(Interrupted) as caught:
+        run(refs, job)
+    assert sorted(cleaned) == ["b0", "b1", "b2"]
+    assert [o.reason for o in caught.value.outcomes] == ["interrupted"] * 3
 
 
 # --------------------------------------------------------------------------- by identity

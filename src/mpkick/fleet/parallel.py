@@ -20,7 +20,7 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..errors import describe
@@ -113,6 +113,7 @@ class _Slot:
 
     ident: int = 0
     busy: bool = False
+    done: threading.Event = field(default_factory=threading.Event)  # the worker has ended
 
 
 def run(refs: Sequence[BoardRef], job: Callable[[BoardJob], T], jobs: int | None = None,
@@ -139,32 +140,38 @@ def run(refs: Sequence[BoardRef], job: Callable[[BoardJob], T], jobs: int | None
 
     def worker(slot: _Slot) -> None:
         slot.ident = threading.get_ident()
-        while True:
-            with lock:
-                if cancel.is_set() or not pending:
-                    return
-                index = pending.pop(0)
-                slot.busy = True
-            outcome = one(index)
-            _leave(slot, lock)
-            outcomes[index] = outcome
-            _quietly(events.on_done, outcome)
+        try:
+            while True:
+                with lock:
+                    if cancel.is_set() or not pending:
+                        return
+                    index = pending.pop(0)
+                    slot.busy = True
+                outcome = one(index)
+                _leave(slot, lock)
+                outcomes[index] = outcome
+                _quietly(events.on_done, outcome)
+        finally:
+            slot.done.set()
 
     threads = [threading.Thread(target=worker, args=(s,), name=f"mpkick-fleet-{i}", daemon=True)
                for i, s in enumerate(slots)]
-    for t in threads:
-        t.start()
     try:
-        _wait(threads)
+        for t in threads:
+            t.start()
+        _wait(slots)
     except KeyboardInterrupt:
         cancel.set()
+        for slot, t in zip(slots, threads, strict=True):
+            if t.ident is None:  # Ctrl-C came before this worker began: it takes no job
+                slot.done.set()
         while True:
             with lock:
                 for slot in slots:
                     if slot.busy:
                         _raise_in(slot.ident, KeyboardInterrupt)
             try:
-                _wait(threads)
+                _wait(slots)
                 break
             except KeyboardInterrupt:
                 continue  # another Ctrl-C: pass it on too, as a second Ctrl-C would be
@@ -177,11 +184,13 @@ def run(refs: Sequence[BoardRef], job: Callable[[BoardJob], T], jobs: int | None
     return [o for o in outcomes if o is not None]
 
 
-def _wait(threads: list[threading.Thread]) -> None:
-    """Until every thread has ended; a short join keeps Ctrl-C deliverable."""
-    for t in threads:
-        while t.is_alive():
-            t.join(0.05)
+def _wait(slots: list[_Slot]) -> None:
+    """Until every worker has ended; a short wait keeps Ctrl-C deliverable. Not
+    ``Thread.join``: on Python 3.11 a Ctrl-C that lands inside a join marks the thread ended
+    while it still runs, and the process would exit in the middle of a board's clean-up."""
+    for slot in slots:
+        while not slot.done.wait(0.05):
+            pass
 
 
 def _leave(slot: _Slot, lock: threading.Lock) -> None:
