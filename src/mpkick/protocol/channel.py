@@ -90,6 +90,7 @@ class SendSession:
         self._stream: Any = None  # the session's deflate compressor, made on first use
         self._ended = False  # the board left the session (seen from its prompt)
         self._resends = 0  # resends since the board last acknowledged a frame
+        self._torn = 0  # the length of a write that an exception (Ctrl-C) may have cut short
         self.error_text = ""  # the board's own words for the first error it reported
         # mk_recv, or a part's; a lean board drops the code that receives after the session.
         repl.send_code(f"{entry}({caps.chunk}, {not caps.lean})".encode())
@@ -222,6 +223,13 @@ class SendSession:
 
     def close(self) -> None:
         """End the session; raise the first error the board reported."""
+        if self._torn:
+            # Ctrl-C cut a write short: the board waits for the rest of that frame, which
+            # never comes. Zeros as long as the write finish it (or, after a whole frame, are
+            # no frame): the board answers NAK at once and the resend below begins with a
+            # resync, instead of both sides waiting out the ack timeout.
+            self.repl.write(bytes(self._torn))
+            self._torn = 0
         self._send(END, b"")
         while self._unacked:
             self._wait_ack()
@@ -258,9 +266,14 @@ class SendSession:
             self._wait_ack()
         self._unacked.append((self._seq, frame))
         self._seq = (self._seq + 1) & 0xFF
-        self.repl.write(frame)
+        self._put(frame)
         self.stats.wire_out += len(frame)
         self.stats.frames += 1
+
+    def _put(self, data: bytes) -> None:
+        self._torn = len(data)
+        self.repl.write(data)
+        self._torn = 0
 
     def _wait_ack(self) -> None:
         """Take one answer from the board. Answers are cumulative (the board works in order),
@@ -357,9 +370,9 @@ class SendSession:
                 break
             self._unacked.popleft()
         time.sleep(0.05)  # let what is in flight arrive, so the resync lands after it
-        self.repl.write(RESYNC)
+        self._put(RESYNC)
         for _, frame in self._unacked:
-            self.repl.write(frame)
+            self._put(frame)
             self.stats.resent += 1
             self.stats.wire_out += len(frame)
 
