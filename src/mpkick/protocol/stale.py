@@ -57,7 +57,8 @@ def end_stale_session(repl: RawRepl) -> bool:
         seq = None
         for fill in FILL:
             repl.write(bytes(fill) + RESYNC + _end_frame(0, True, valid=False))
-            seq = _last_nak(_answers(repl, 1.0))
+            rate = repl.transport.rate
+            seq = _last_nak(_answers(repl, 1.0 + (fill / rate if rate else 0.0)))
             if seq is not None:
                 break
         if seq is None:

@@ -15,6 +15,11 @@ class Transport(abc.ABC):
     #: USB-CDC or a pty make the writer wait: the host then paces itself.
     overruns: bool = False
 
+    #: Bytes a second the link carries at most, where its speed is set (a UART's baud rate);
+    #: 0 where it is fast or unknown. A host waiting for bytes to cross a slow link waits
+    #: that much longer before it decides that nothing answers.
+    rate: int = 0
+
     #: How file content travels over this link, where there is a choice (``--verbose``).
     link_note: str = ""
 

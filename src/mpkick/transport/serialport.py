@@ -73,6 +73,7 @@ class SerialTransport(Transport):
         self.name = url
         self.lines = lines or Lines.from_env()
         self.overruns = overruns(url)
+        self.rate = baudrate // 10  # a USB-CDC port ignores it; a UART (or bridge) keeps to it
         try:
             self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.1,
                                                write_timeout=10, do_not_open=True)

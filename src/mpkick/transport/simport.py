@@ -17,6 +17,7 @@ class SimTransport(Transport):
         self.board = VirtualBoard(options)
         self.name = f"sim://{self.board.image}"
         self.overruns = options.rx_buffer > 0  # it models a UART's input buffer
+        self.rate = options.baud // 10
         end = self.board.start("socket")
         assert isinstance(end, socket.socket)
         self._sock = end
