@@ -185,18 +185,70 @@ def test_a_board_out_of_ram_says_so_in_one_line(board: Board) -> None:
     assert "ran out of RAM" in str(caught.value) and "\n" not in str(caught.value)
 
 
+def meta(board: Board) -> dict[str, bytes]:
+    """The agent's manifest and journal as the board holds them."""
+    names = board.exec("import os\nprint(' '.join(os.listdir('/.mpkick')))").decode().split()
+    return {n: board.read(f"/.mpkick/{n}") for n in ("manifest", "journal") if n in names}
+
+
+def left_journal(board: Board, paths: list[str]) -> None:
+    """What a session that died after writing ``paths`` leaves: their journal lines."""
+    lines = "".join(f"6\\t1\\t{'0' * 64}\\t{p}\\n" for p in paths)
+    board.exec(f"j = open('/.mpkick/journal', 'a')\nj.write('{lines}')\nj.close()")
+
+
+def hashes(board: Board) -> dict[str, str | None]:
+    return {e.path: e.sha256 for e in board.tree("/", hashes=True) if not e.is_dir}
+
+
+A = hashlib.sha256(b"a = 1\n").hexdigest()
+
+
 def test_the_manifest_survives_a_session_that_died(board: Board, tmp_path: Path) -> None:
-    """A journal left by a session that never ended is merged by the next listing."""
+    """A journal left by a session that never ended is read by the next listing: beside the
+    manifest while it is short, merged into it once it is long, dropped with the manifest if
+    it is out of order (the next listing hashes every file again)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.py").write_bytes(b"a = 1\n")
     kick(src=src, target=board)
-    board.exec("j = open('/.mpkick/journal', 'a')\n"
-               "j.write('6\\t1\\t' + '0' * 64 + '\\t/zz.py\\n')\nj.close()")
-    listed = {e.path: e.sha256 for e in board.tree("/", hashes=True)}
-    assert listed["/a.py"] == hashlib.sha256(b"a = 1\n").hexdigest()
-    assert "/zz.py" not in listed
-    assert board.exec("import os\nprint('journal' in os.listdir('/.mpkick'))").strip() == b"False"
+    left_journal(board, ["/zz.py"])
+    assert hashes(board) == {"/a.py": A}
+    assert "journal" in meta(board)  # short: kept
+    board.exec("import os\nos.remove('/.mpkick/journal')")
+    left_journal(board, [f"/z{i:03}.py" for i in range(40)])  # one run, longer than JMAX
+    assert hashes(board) == {"/a.py": A}
+    kept = meta(board).get("journal", b"")  # merged: what is left is the listing's own lines
+    assert len(kept) <= 2048 and b"0" * 64 not in kept
+    left_journal(board, [f"/z{i:03}.py" for i in range(40, 0, -1)])  # out of order
+    assert hashes(board) == {"/a.py": A}
+    assert b"/z0" not in meta(board).get("manifest", b"")
+
+
+def test_an_edit_leaves_the_manifest_as_it_is_until_the_journal_grows_long(
+        board: Board, tmp_path: Path) -> None:
+    """A one-file push adds a line to the journal, not a rewritten manifest (a whole pass
+    over the tree's entries, which a slow board feels); the listing reads the journal beside
+    it, and once the journal passes JMAX bytes it is merged."""
+    src = tmp_path / "src"
+    work = generate()  # 41 files: the full push's journal is long, so it is merged
+    work.write(src)
+    kick(src=src, target=board)
+    before = meta(board)
+    assert set(before) == {"manifest"}
+    path = src / "main.py"
+    merged = False
+    for n in range(30):
+        path.write_bytes(b"x = %d\n" % n)
+        assert kick(src=src, target=board).updated == 1
+        now = meta(board)
+        if n == 0:
+            assert now["manifest"] == before["manifest"] and now["journal"].count(b"\n") == 1
+        assert len(now.get("journal", b"")) <= 2048
+        merged |= now["manifest"] != before["manifest"]
+        assert hashes(board)["/main.py"] == hashlib.sha256(b"x = %d\n" % n).hexdigest()
+    assert merged
+    assert kick(src=src, target=board).updated == 0
 
 
 def test_a_cpu_budget_slows_the_board_and_the_agent_says_where_its_time_went(

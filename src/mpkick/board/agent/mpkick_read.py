@@ -4,7 +4,7 @@
 import gc
 import os
 import sys
-from mpkick_agent import _Man, _Journal, _compact, _hash_file, _stat, _isdir, _mark, _hex
+from mpkick_agent import _Man, _Journal, _compact, _settle, _hash_file, _stat, _isdir, _mark, _hex
 from mpkick_agent import _put_frame, _peak, META, S, hashlib
 
 try:
@@ -77,11 +77,11 @@ def _tree(root, hashes, digest):
     man = jour = None
     if hashes and hashlib:
         try:
-            _compact()
+            _settle()
         except MemoryError:
             gc.collect()  # what the failed merge held is garbage now: once more
             _compact()
-        man = _Man()
+        man = _Man(True)
         jour = _Journal(man)
         within = root.rstrip("/") + "/"
         man.skipped = lambda p: jour.add(p) if p.startswith(within) else None
@@ -117,13 +117,13 @@ def _tree(root, hashes, digest):
             else:
                 acc = _fold(acc, "f\t%d\t%s\t%s\n" % (size, h, full))
         if man:
-            man.get(within + S)  # every entry left below root is gone too
+            man.rest(within)  # every entry left below root is gone too
     finally:
         if man:
             man.close()
             jour.close()
     if jour and jour.last:
-        _compact()
+        _settle()
     if acc is not None:
         out.write((("%032x" % acc) if _big else _hex(acc)) + "\n")
 

@@ -5,7 +5,7 @@
 import gc
 import os
 import sys
-from mpkick_agent import _Journal, _compact, _hash_file, _check, _stat, _isdir, _key, _mark
+from mpkick_agent import _Journal, _settle, _hash_file, _check, _stat, _isdir, _key, _mark
 from mpkick_agent import _tick, _us, _prof, _ext
 
 try:
@@ -203,7 +203,7 @@ class _Session:
         self.zs = self.zsrc = self.buf = None  # room for merging the journal
         if self.jour.last:
             try:
-                _compact()
+                _settle()  # a small journal stays: an edit does not rewrite the manifest
             except MemoryError:
                 # Kept as it is: the next listing merges it, before it takes RAM.
                 gc.collect()
