@@ -136,7 +136,7 @@ def test_a_manifest_that_lies_costs_one_retry_not_a_stuck_push(board: Board,
     # What a stale manifest says: /m.py (really `second`) still hashes as `first`.
     board.exec("import mpkick_agent as a, os\nst = os.stat('/m.py')\nj = a._Journal()\n"
                f"j.add('/m.py', st[6], st[8], {hashlib.sha256(first).hexdigest()!r})\n"
-               "j.close()\na._compact()")
+               "j.close()\n__import__('mpkick_read')._compact()")
     edited = first.replace(b"def f2(", b"def g2(")
     (project / "m.py").write_bytes(edited)
     said: list[str] = []

@@ -89,6 +89,7 @@ class Board:
         self.plain: PlainFs | None = None
         self.plain_reason = ""  # why, for --verbose
         self._identity: str | None = None
+        self._probed: Caps | None = None  # what the probe saw, while the agent is installed
 
     @classmethod
     def connect(cls, url: str = "auto", *, verbose: int = 0, soft_reset: bool = False,
@@ -342,6 +343,7 @@ class Board:
         self.log(f"installing the mpkick agent on the board ({want})")
         # The caps are asked again once the agent is in: it takes RAM frames then cannot.
         probed, self._caps = self._caps, None
+        self._probed = probed
         if store and inflates:
             for name, body in files:
                 self._store(name, body, free, mpy)
@@ -427,7 +429,16 @@ class Board:
         if self._caps is None:
             self.load_agent()
         if self._caps is None:
-            self._set_caps(_literal(self.exec("mk_caps()")))
+            try:
+                self._set_caps(_literal(self.exec("mk_caps()")))
+            except OutOfMemory:
+                # The agent just compiled on a small board left it no room to compile its
+                # reading half: what the probe saw, and the agent compiled here, or none.
+                self._caps = self._probed
+                step = self._starved()
+                if step is None:
+                    raise
+                self.log(f"the board ran out of RAM asking the agent what it offers; {step}")
         assert self._caps is not None
         return self._caps
 

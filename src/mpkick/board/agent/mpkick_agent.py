@@ -116,15 +116,11 @@ def _hash_file(path, buf):
 # The manifest keeps (size, mtime, sha256) per file so unchanged files are not hashed again.
 # It is a file sorted in the order the tree is walked (_key), read with one cursor while the
 # tree is walked, so its size costs the board nothing: RAM holds one line, never the whole.
-# Changes go to a journal, appended in runs (each in walk order), merged into it by one pass
-# (_compact). A journal of at most JMAX bytes (an edit or a few) stays beside the manifest,
-# and readers hold it in RAM: rewriting the whole manifest costs more than the edit itself on
-# a slow board. A longer journal is one run (a writer merges earlier runs before it grows
-# past JMAX), so it merges streaming; a small heap (_lean) merges every journal at once.
+# Changes go to a journal, appended here in runs, each in walk order; the listing reads the
+# journal and merges it (mpkick_read: a session never merges, so it needs no room for it).
 S = "\U0010ffff"  # sorts after every character: a folder's files before a longer sibling name
-HEAD = "#mk2\n"
-JMAX = 2048
-_lean = [False]
+RUN = "#\n"  # the line that begins a run of the journal after the first
+_lean = [False]  # a small heap: set by _run from the host's keep
 
 
 def _key(path):
@@ -133,158 +129,33 @@ def _key(path):
     return path.replace("/", S) + S
 
 
-def _parse(line):
-    p = line.rstrip("\n").split("\t", 3)
-    if len(p) != 4:
-        return None
-    return p[3], int(p[0]), int(p[1]), p[2]
-
-
-def _jsize():
-    # The journal's length; -1 when there is none, JMAX + 1 when the port cannot say.
-    try:
-        return os.stat(JOURNAL)[6]
-    except OSError:
-        return -1
-    except AttributeError:
-        return JMAX + 1
-
-
-def _load():
-    # {key: (path, size, mtime, hash)} of the journal, later lines winning.
-    d = {}
-    try:
-        with open(JOURNAL) as j:
-            for line in j:
-                e = _parse(line)
-                if e:
-                    d[_key(e[0])] = e
-    except OSError:
-        pass
-    return d
-
-
-def _kept():
-    # The journal a reader holds beside the manifest: a small one, on a roomy heap.
-    return {} if _lean[0] or _jsize() > JMAX else _load()
-
-
-def _settle():
-    # Merge the journal unless it is small enough to stay beside the manifest.
-    if _lean[0] or _jsize() > JMAX:
-        _compact()
-
-
-class _Man:
-    """The manifest, read forward only: get(path) in walk order costs one line at a time.
-    With kept, what a small journal says overrides it."""
-
-    def __init__(self, kept=False):
-        self.f = None
-        self.skipped = None  # called with entries passed over unasked: gone from the board
-        self.kept = kept
-        self.open()
-
-    def open(self):
-        self.close()
-        self.cur = None
-        self.last = ""
-        self.over = _kept() if self.kept else {}
-        try:
-            self.f = open(MANIFEST)
-            if self.f.readline() != HEAD:
-                self.close()
-        except OSError:
-            self.f = None
-        self.next()
-
-    def next(self):
-        self.cur = None
-        while self.f is not None:
-            line = self.f.readline()
-            if not line:
-                self.close()
-                return
-            e = _parse(line)
-            if e:
-                self.cur = (_key(e[0]),) + e
-                return
-
-    def get(self, path):
-        k = _key(path)
-        if k < self.last or self.f is None and self.cur is not None:
-            self.open()  # asked out of walk order: read again from the start (slow, right)
-        self.last = k
-        while self.cur is not None and self.cur[0] < k:
-            if self.skipped is not None:
-                self.skipped(self.cur[1])
-            self.next()
-        e = None
-        if self.cur is not None and self.cur[0] == k:
-            e = self.cur[2:]
-            self.next()
-        o = self.over.pop(k, None)
-        if o is not None:
-            e = None if o[3] == "-" else o[1:]
-        return e
-
-    def rest(self, within):
-        # The end of a walk: every entry below within not asked for is gone from the board.
-        self.get(within + S)
-        if self.skipped is not None:
-            for k in sorted(self.over):
-                p = self.over[k][0]
-                if p.startswith(within) and self.over[k][3] != "-":
-                    self.skipped(p)
-        self.over = {}
-
-    def close(self):
-        if self.f is not None:
-            f, self.f = self.f, None
-            f.close()
-
-
 class _Journal:
-    """Manifest changes, appended in walk order; out of order, what is there is merged first,
-    as are earlier runs before this one grows past JMAX."""
+    """Manifest changes, appended: a path out of walk order begins a new run."""
 
-    def __init__(self, man=None):
+    def __init__(self):
         self.f = None
         self.last = ""
-        self.man = man  # a manifest being read, closed while the journal is merged into it
-        self.base = 0  # what earlier runs left in the journal
-        self.n = 0  # what this run wrote
 
     def add(self, path, size=0, mtime=0, h="-"):
         if not hashlib or path.startswith(META + "/"):
             return
         k = _key(path)
-        line = "%d\t%d\t%s\t%s\n" % (size, mtime, h, path)
-        if self.f is not None and k <= self.last:
-            self._merge()
         if self.f is None:
-            if _lean[0] or _jsize() > JMAX:
-                self._merge()  # a long journal: one run, whose order is not known here
-            self.base = max(_jsize(), 0)
-            self.n = 0
             try:
                 os.mkdir(META)
             except OSError:
                 pass
+            try:
+                left = _stat(JOURNAL)  # what an earlier session left: this run follows it
+            except OSError:
+                left = None
             self.f = open(JOURNAL, "a")
-        if self.base and self.base + self.n + len(line) > JMAX:
-            self._merge()  # several runs never outgrow JMAX: the long journal is one run
-            self.f = open(JOURNAL, "a")
+            if left:
+                self.f.write(RUN)
+        elif k <= self.last:
+            self.f.write(RUN)
         self.last = k
-        self.f.write(line)
-        self.n += len(line)
-
-    def _merge(self):
-        self.close()
-        if self.man:
-            self.man.close()  # it reads the new manifest from the start when next asked
-        _compact()
-        self.base = self.n = 0
+        self.f.write("%d\t%d\t%s\t%s\n" % (size, mtime, h, path))
 
     def close(self):
         if self.f is not None:
@@ -292,76 +163,14 @@ class _Journal:
             f.close()
 
 
-def _runs():
-    # The journal's entries in walk order, as (key, entry): a small one sorted in RAM (it may
-    # hold several runs), a long one streamed (it is one run).
-    if _jsize() <= JMAX:
-        d = _load()
-        for k in sorted(d):
-            yield k, d[k]
-        return
-    last = ""
-    with open(JOURNAL) as j:
-        for line in j:
-            e = _parse(line)
-            if e:
-                k = _key(e[0])
-                if k <= last:
-                    raise ValueError("journal order")
-                last = k
-                yield k, e
-
-
-def _line(e):
-    return "%d\t%d\t%s\t%s\n" % (e[1], e[2], e[3], e[0])
-
-
-def _compact():
-    # One pass: manifest and journal, both in walk order, into a new manifest; "-" removes.
-    if _jsize() < 0:
-        return
-    m = _Man()
-    tmp = MANIFEST + ".tmp"
-    try:
-        _merge_into(tmp, m)
-    except ValueError:
-        # Not one run, or a damaged line (never written so): the cache is dropped, and the
-        # next listing hashes every file again, rather than trust an entry that may be stale.
-        for p in (tmp, MANIFEST):
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-        os.remove(JOURNAL)
-        return
-    os.rename(tmp, MANIFEST)
-    os.remove(JOURNAL)
-
-
-def _merge_into(tmp, m):
-    try:
-        with open(tmp, "w") as out:
-            out.write(HEAD)
-            for k, e in _runs():
-                while m.cur is not None and m.cur[0] < k:
-                    out.write(_line(m.cur[1:]))
-                    m.next()
-                if m.cur is not None and m.cur[0] == k:
-                    m.next()
-                if e[3] != "-":
-                    out.write(_line(e))
-                _mark()
-            while m.cur is not None:
-                out.write(_line(m.cur[1:]))
-                m.next()
-    finally:
-        m.close()
-
-
 def _run(name, fn, keep, args):
     # A call into one half of the agent: mpkick_read (listing, stat, sending a file) or
     # mpkick_recv (the session that writes). Imported on first use; with keep false (a small
-    # heap) dropped again after, so that the other half finds the room.
+    # heap) dropped again after, so that the other half finds the room; and the other half
+    # goes first (the reading half stays after mk_caps).
+    if not keep:
+        sys.modules.pop("mpkick_recv" if name == "mpkick_read" else "mpkick_read", None)
+        gc.collect()
     try:
         f = globals()[fn]  # sent in pieces (a tiny heap): here already, beside the core
     except KeyError:

@@ -5,7 +5,7 @@
 import gc
 import os
 import sys
-from mpkick_agent import _Journal, _settle, _hash_file, _check, _stat, _isdir, _key, _mark
+from mpkick_agent import _Journal, _hash_file, _check, _stat, _isdir, _key, _mark
 from mpkick_agent import _tick, _us, _prof, _ext
 
 try:
@@ -199,14 +199,7 @@ class _Session:
                 h(self, payload)  # a part's last word (mpkick_flash mounts what it flashed)
             except Exception:
                 pass  # it failed already and was reported
-        self.jour.close()
-        self.zs = self.zsrc = self.buf = None  # room for merging the journal
-        if self.jour.last:
-            try:
-                _settle()  # a small journal stays: an edit does not rewrite the manifest
-            except MemoryError:
-                # Kept as it is: the next listing merges it, before it takes RAM.
-                gc.collect()
+        self.jour.close()  # the next listing merges it (mpkick_read)
         # An error the host may have missed (its answer damaged on the way) still shows here.
         if self.errors:
             self.reply(_ERR, seq, "5 %d operation(s) failed" % self.errors)
