@@ -434,6 +434,8 @@ class Board:
             except OutOfMemory:
                 # The agent just compiled on a small board left it no room to compile its
                 # reading half: what the probe saw, and the agent compiled here, or none.
+                if self._probed is None:
+                    raise
                 self._caps = self._probed
                 step = self._starved()
                 if step is None:
