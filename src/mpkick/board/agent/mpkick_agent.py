@@ -129,6 +129,11 @@ def _key(path):
     return path.replace("/", S) + S
 
 
+def _line(e):
+    # An entry (path, size, mtime, hash) as the journal and the manifest keep it.
+    return "%d\t%d\t%s\t%s\n" % (e[1], e[2], e[3], e[0])
+
+
 class _Journal:
     """Manifest changes, appended: a path out of walk order begins a new run."""
 
@@ -155,7 +160,7 @@ class _Journal:
         elif k <= self.last:
             self.f.write(RUN)
         self.last = k
-        self.f.write("%d\t%d\t%s\t%s\n" % (size, mtime, h, path))
+        self.f.write(_line((path, size, mtime, h)))
 
     def close(self):
         if self.f is not None:

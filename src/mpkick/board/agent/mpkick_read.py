@@ -6,6 +6,7 @@ import gc
 import os
 import sys
 from mpkick_agent import _Journal, _hash_file, _stat, _isdir, _mark, _hex, _put_frame, _key
+from mpkick_agent import _line
 from mpkick_agent import _peak, _lean, META, MANIFEST, JOURNAL, RUN, S, hashlib
 
 try:
@@ -43,10 +44,6 @@ def _parse(line):
     if len(p) != 4:
         return None
     return p[3], int(p[0]), int(p[1]), p[2]
-
-
-def _line(e):
-    return "%d\t%d\t%s\t%s\n" % (e[1], e[2], e[3], e[0])
 
 
 def _jsize():
