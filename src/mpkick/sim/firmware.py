@@ -15,32 +15,11 @@ def _boot():
     import sys
     import vfs
 
-    class Flash:
-        """Block device over the image file, unbuffered: a returned write is on the flash.
-
-        Not one branch in its methods: the VM looks for a pending Ctrl-C at branches, and a
-        KeyboardInterrupt raised in here would escape into littlefs halfway through an update.
-        A board's flash driver is native code, which Ctrl-C cannot cut either.
-        """
-
-        def __init__(self, path, block_size, block_count):
-            self.f = open(path, "r+b")
-            self.bs = block_size
-            self.answers = {4: block_count, 5: block_size}  # ioctl: block count, block size
-
-        def readblocks(self, block, buf, off=0):
-            self.f.seek(block * self.bs + off)
-            self.f.readinto(buf)
-
-        def writeblocks(self, block, buf, off=0):
-            self.f.seek(block * self.bs + off)
-            self.f.write(buf)
-
-        def ioctl(self, op, arg):
-            return self.answers.get(op, 0)
-
     image, block_size, block_count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    flash = Flash(image, block_size, block_count)
+    try:  # the image the launcher mapped (launcher.py), where this port has viper
+        flash = _part("flashmap")(int(os.getenv("MPKICK_SIM_FLASH_ADDR")), block_size, block_count)
+    except Exception:
+        flash = _part("flash")(image, block_size, block_count)
 
     class FlashBdev:
         """Like esp8266's frozen flashbdev module: how tools find the board's block device."""
@@ -113,7 +92,7 @@ def _boot():
             vfs.umount("/")
         except Exception:
             pass
-        flash.f.close()
+        flash.close()
 
     def run(path):
         try:

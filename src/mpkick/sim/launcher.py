@@ -76,20 +76,32 @@ def _wake(libc: ctypes.CDLL, port_thread: int) -> None:
         signal.pthread_kill(port_thread, signal.SIGUSR1)
 
 
-def _map_romfs() -> mmap.mmap | None:
-    """The ROM partition's file mapped into this process, shared: a board's ROM is memory the
-    CPU reads in place, outside MicroPython's heap, and what is written to it is on the "flash"
-    at once (a power cut, SIGKILL, keeps it). The firmware finds it by ``MPKICK_SIM_ROMFS_ADDR``
-    and wraps it with ``uctypes.bytearray_at``."""
-    spec = os.environ.get("MPKICK_SIM_ROMFS")
-    if not spec:
-        return None
-    size, _erase, path = spec.split(",", 2)
+def _map_shared(path: str, size: int, address_variable: str) -> mmap.mmap:
+    """``size`` bytes of the file at ``path`` mapped into this process, shared: a board's
+    flash is memory its CPU reads in place, outside MicroPython's heap, and what is written to
+    it is on the "flash" at once (a power cut, SIGKILL, keeps it). The firmware finds it by
+    ``address_variable`` and wraps it with ``uctypes.bytearray_at``."""
     with open(path, "r+b") as f:
-        rom = mmap.mmap(f.fileno(), int(size), mmap.MAP_SHARED)
-    address = ctypes.addressof(ctypes.c_char.from_buffer(rom))
-    os.environ["MPKICK_SIM_ROMFS_ADDR"] = str(address)
-    return rom
+        mapped = mmap.mmap(f.fileno(), size, mmap.MAP_SHARED)
+    os.environ[address_variable] = str(ctypes.addressof(ctypes.c_char.from_buffer(mapped)))
+    return mapped
+
+
+def _map_flash() -> list[mmap.mmap]:
+    """The flash image (``MPKICK_SIM_FLASH``: SIZE,PATH) and the ROM partition
+    (``MPKICK_SIM_ROMFS``: SIZE,ERASE,PATH), each where the board has it. Mapped, a block read
+    is one copy, as a board's native flash driver makes it; through the file it was a seek and
+    a read, each a syscall, which made the virtual board's filesystem slower than its CPU."""
+    maps = []
+    flash = os.environ.get("MPKICK_SIM_FLASH")
+    if flash:
+        size, path = flash.split(",", 1)
+        maps.append(_map_shared(path, int(size), "MPKICK_SIM_FLASH_ADDR"))
+    rom = os.environ.get("MPKICK_SIM_ROMFS")
+    if rom:
+        size, _erase, path = rom.split(",", 2)
+        maps.append(_map_shared(path, int(size), "MPKICK_SIM_ROMFS_ADDR"))
+    return maps
 
 
 def main() -> int:
@@ -97,7 +109,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     import micropython_run  # type: ignore[import-not-found]
 
-    rom = _map_romfs()  # kept referenced (mapped) while the port runs
+    maps = _map_flash()  # kept referenced (mapped) while the port runs
 
     args = ["micropython", *sys.argv[1:]]
     fds = [int(fd) for fd in os.environ.pop("MPKICK_SIM_INTR_FD", "").split(",") if fd]
@@ -119,7 +131,7 @@ def main() -> int:
     port_main.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
     argv = (ctypes.c_char_p * (len(args) + 1))(*(os.fsencode(a) for a in args), None)
     code = int(port_main(len(args), argv))
-    del rom
+    del maps
     return code
 
 

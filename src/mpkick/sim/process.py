@@ -131,7 +131,8 @@ class UnixPort:
             args += ["-X", f"heapsize={heap}"]
         args += ["-i", str(FIRMWARE), str(image), str(block_size),
                  str(block_count), "raw" if raw else "friendly", ",".join(self.options.hide)]
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MPKICK_SIM_FLASH", "MPKICK_SIM_FLASH_ADDR", "MPKICK_SIM_ROMFS_ADDR")}
         token = secrets.token_hex(TOKEN_BYTES)
         env["MPKICK_SIM_TOKEN"] = token
         env["MPKICK_SIM_FIRMWARE_DIR"] = str(FIRMWARE.parent)  # its parts (see firmware._part)
@@ -147,6 +148,8 @@ class UnixPort:
             env["MPKICK_SIM_MAIN"] = main  # the firmware stores it as /main.py before running it
         theirs: tuple[int, ...] = ()
         if str(LAUNCHER) in self.command:
+            # The launcher maps the flash into the port (see launcher._map_flash).
+            env["MPKICK_SIM_FLASH"] = f"{block_size * block_count},{image}"
             asks, self._intr_fd = os.pipe()
             self._answer_fd, answers = os.pipe()
             theirs = (asks, answers)
