@@ -131,8 +131,9 @@ def settle(board: object, quiet_for: float = 0.1, limit: float = 3.0) -> tuple[i
 def check(image: Path, files: Mapping[str, bytes]) -> str | None:
     """Compare the flash with the source; a short description of any difference, else None.
 
-    The image file is read directly (the port writes unbuffered, so a file the tool closed is in
-    it): nothing crosses the cable, and the check does not depend on mpkick's board-side code.
+    The image file is read directly (the port writes straight into it, mapped or unbuffered, so
+    a file the tool closed is in it): nothing crosses the cable, and the check does not depend
+    on mpkick's board-side code.
     """
     from mpkick.image.target import load_image
 
