@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ..board.board import Board, _literal
+from ..board.agenthost import _literal
+from ..board.board import Board
 from ..errors import ConnectError, InputError, MpkickError, ProtocolError
 from ..protocol.channel import SendSession, receive_frames
 from ..protocol.opcodes import Frame

@@ -20,7 +20,8 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..board.board import Board, _literal
+from ..board.agenthost import _literal
+from ..board.board import Board
 from ..errors import InputError, MpkickError
 from ..protocol.opcodes import Frame
 from . import image as romimage
