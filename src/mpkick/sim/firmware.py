@@ -16,9 +16,14 @@ def _boot():
     import vfs
 
     image, block_size, block_count, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    try:  # the image the launcher mapped (launcher.py), where this port has viper
-        flash = _part("flashmap")(int(os.getenv("MPKICK_SIM_FLASH_ADDR")), block_size, block_count)
-    except Exception:
+    flash = None
+    mapped = os.getenv("MPKICK_SIM_FLASH_ADDR")  # the image the launcher mapped (launcher.py)
+    if mapped:
+        try:
+            flash = _part("flashmap")(int(mapped), block_size, block_count)
+        except Exception:
+            pass  # this port has no viper emitter
+    if flash is None:
         flash = _part("flash")(image, block_size, block_count)
 
     class FlashBdev:

@@ -80,7 +80,8 @@ def _map_shared(path: str, size: int, address_variable: str) -> mmap.mmap:
     """``size`` bytes of the file at ``path`` mapped into this process, shared: a board's
     flash is memory its CPU reads in place, outside MicroPython's heap, and what is written to
     it is on the "flash" at once (a power cut, SIGKILL, keeps it). The firmware finds it by
-    ``address_variable`` and wraps it with ``uctypes.bytearray_at``."""
+    ``address_variable``: the ROM wrapped with ``uctypes.bytearray_at``, the flash read and
+    written by its driver's viper pointers (``firmware_flashmap.py``)."""
     with open(path, "r+b") as f:
         mapped = mmap.mmap(f.fileno(), size, mmap.MAP_SHARED)
     os.environ[address_variable] = str(ctypes.addressof(ctypes.c_char.from_buffer(mapped)))
