@@ -14,7 +14,8 @@ from dump_tree import dump
 
 
 class FileBlockDevice:
-    """A flash chip backed by the image file: what the virtual board gives VfsLfs2."""
+    """A flash chip backed by the image file, read apart from the virtual board's own drivers
+    (sim/firmware_flash*.py) so that a test checks an image with code the board does not run."""
 
     def __init__(self, path, block_size, block_count):
         self.file = open(path, "r+b")
